@@ -1,0 +1,1 @@
+"""Node settings: models and loading from TOML and the environment."""

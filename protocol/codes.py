@@ -1,0 +1,132 @@
+"""Code sets: GB/T 39046-2020 附录A and the few this protocol adds.
+
+On the wire a code is its value (a small integer or a short ASCII word); the
+Chinese label lives here, for pages and documents. Where GB/T 39046 numbers a code
+set, the numbers are the standard's (A.6 办件类型 1 即办件 / 2 承诺件 — note that
+some vendors' systems use the reverse; map them at the boundary, never here).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "ACCEPTANCE_MODELS",
+    "AcceptanceModel",
+    "ApplicantKind",
+    "BUSINESS_ACTIONS",
+    "BusinessAction",
+    "CASE_TYPES",
+    "COLLECTION_MODES",
+    "CaseType",
+    "CollectionMode",
+    "DELIVERY_MODES",
+    "DeliveryMode",
+    "EVALUATION_CHANNELS",
+    "EvaluationChannel",
+    "ID_TYPES",
+    "IDENTITY_METHODS",
+    "IdentityMethod",
+    "OUTCOME_RESULTS",
+    "OutcomeResult",
+    "SATISFACTION",
+    "SERVICE_OBJECTS",
+    "SPECIAL_PROCEDURES",
+    "Satisfaction",
+    "SpecialProcedureType",
+    "TRUST_LEVELS",
+    "TrustLevel",
+]
+
+#: A.4 服务对象代码, used for the kind of applicant.
+ApplicantKind = Literal[1, 2, 3, 4, 5, 6]
+SERVICE_OBJECTS = {1: "自然人", 2: "企业法人", 3: "事业法人", 4: "社会组织法人", 5: "行政机关", 6: "其他组织"}
+
+#: A.6 办件类型代码.
+CaseType = Literal[1, 2, 9]
+CASE_TYPES = {1: "即办件", 2: "承诺件", 9: "其他"}
+
+#: A.7 特别程序种类代码.
+SpecialProcedureType = Literal[1, 2]
+SPECIAL_PROCEDURES = {1: "延长审批", 2: "除延长审批之外的情况"}
+
+#: A.8 满意度代码.
+Satisfaction = Literal[1, 2, 3, 4, 5]
+SATISFACTION = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
+
+#: 表9 评价渠道.
+EvaluationChannel = Literal["pc", "mobile", "qrcode", "hall_tablet", "hall_terminal", "phone", "sms"]
+EVALUATION_CHANNELS = {
+    "pc": "PC端",
+    "mobile": "移动服务端",
+    "qrcode": "二维码",
+    "hall_tablet": "政务大厅平板电脑",
+    "hall_terminal": "政务大厅其他终端",
+    "phone": "电话",
+    "sms": "短信",
+}
+
+#: 表7 业务动作.
+BusinessAction = Literal["pass", "return", "other"]
+BUSINESS_ACTIONS = {"pass": "通过", "return": "退回", "other": "其他"}
+
+#: Material trust levels of 国办函〔2016〕108号: A 证照批文 (e-sealed), B verified by a
+#: window, C uploaded by the applicant and still to be checked, D the applicant's own.
+TrustLevel = Literal["A", "B", "C", "D"]
+TRUST_LEVELS = {
+    "A": "A级：政务服务实施机构产生的证照批文",
+    "B": "B级：已经窗口人员核验的证照信息",
+    "C": "C级：用户自行上传，需核验原件",
+    "D": "D级：用户自制材料，承诺真实",
+}
+
+#: 表5 收取方式.
+CollectionMode = Literal["paper_original", "paper_copy", "electronic", "shared"]
+COLLECTION_MODES = {
+    "paper_original": "纸质原件",
+    "paper_copy": "纸质复印件",
+    "electronic": "电子件",
+    "shared": "数据共享免提交",
+}
+
+#: How the window checked the applicant's identity (身份核验).
+IdentityMethod = Literal["id_card_reader", "face_match", "manual", "video", "e_id"]
+IDENTITY_METHODS = {
+    "id_card_reader": "身份证阅读器",
+    "face_match": "人脸比对",
+    "manual": "人工核对",
+    "video": "远程视频核验",
+    "e_id": "电子身份证",
+}
+
+#: GA/T 2000.156 证件类型 (the common ones; any three-digit code is accepted).
+ID_TYPES = {
+    "111": "居民身份证",
+    "112": "临时居民身份证",
+    "113": "户口簿",
+    "414": "普通护照",
+    "511": "台湾居民来往大陆通行证",
+    "516": "港澳居民来往内地通行证",
+    "553": "外国人永久居留身份证",
+    "001": "统一社会信用代码",
+}
+
+#: Who decides 受理 (two models seen in practice, 包头"全市通办").
+AcceptanceModel = Literal["handling_decides", "collecting_decides"]
+ACCEPTANCE_MODELS = {
+    "handling_decides": "异地收件、远程受理（办理地受理）",
+    "collecting_decides": "异地受理、远程办理（收件地受理）",
+}
+
+#: 办结结果 (vendor systems' 办结结果代码, named).
+OutcomeResult = Literal["issued", "approved", "returned", "void"]
+OUTCOME_RESULTS = {
+    "issued": "出证办结",
+    "approved": "准予办结（无证照）",
+    "returned": "退回办结（不予许可）",
+    "void": "作废办结",
+}
+
+#: 送达方式.
+DeliveryMode = Literal["window", "post", "electronic"]
+DELIVERY_MODES = {"window": "窗口领取", "post": "邮寄送达", "electronic": "电子送达"}

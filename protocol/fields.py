@@ -1,0 +1,127 @@
+"""Field types shared by every message: codes, identifiers, times, personal data.
+
+Sizes follow GB/T 39046-2020 where it gives one, widened to what regions' systems
+really carry (the national exchange schema uses varchar(36) for 实施编码 where the
+standard says an..24, and Sichuan's 实施编码 are 51 characters long).
+
+Times are integer milliseconds since the Unix epoch (UTC); calendar dates, which
+have no time zone, are ``YYYY-MM-DD`` strings. Strings are normalised to NFC when a
+model is built locally; on the wire the codec refuses anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "CaseId",
+    "Date",
+    "Digest",
+    "IdNumber",
+    "KeyId",
+    "MatterCode",
+    "MessageId",
+    "Millis",
+    "Phone",
+    "RegionCode",
+    "Text",
+    "Wire",
+    "check_id_number",
+    "date_of",
+]
+
+
+def _nfc(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
+class Wire(BaseModel):
+    """Base of every model that crosses between regions: immutable, strict, closed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _text(max_length: int, min_length: int = 0) -> object:
+    return Annotated[
+        str,
+        AfterValidator(_nfc),
+        StringConstraints(min_length=min_length, max_length=max_length),
+    ]
+
+
+#: Free text of a person (names of matters, opinions, reasons): at most 2,000 characters.
+Text = Annotated[str, AfterValidator(_nfc), StringConstraints(max_length=2000)]
+#: A short label (a person's or organisation's name, a code's name): 1..200 characters.
+Name = Annotated[str, AfterValidator(_nfc), StringConstraints(min_length=1, max_length=200)]
+
+#: GB/T 2260 administrative division code: 6 digits, or the 9- and 12-digit forms
+#: (township, statistical) seen in practice (GB/T 39046 行政区划 n..9).
+RegionCode = Annotated[str, StringConstraints(pattern=r"^\d{6}(\d{3}|\d{6})?$")]
+
+#: 实施编码 / 基本编码 / 业务办理项编码 and other codes of the catalog.
+MatterCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")]
+
+#: Cross-node application id (跨域办件编号) and message ids: opaque, URL-safe.
+CaseId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{7,79}$")]
+MessageId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{7,79}$")]
+
+#: A key id: algorithm and the first 8 bytes of SHA-256 of the raw public key, in hex.
+KeyId = Annotated[str, StringConstraints(pattern=r"^(ed25519|x25519):[0-9a-f]{16}$")]
+
+#: A SHA-256 digest.
+Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
+
+#: Milliseconds since 1970-01-01T00:00:00Z; anything before 2000 or after 2200 is a bug.
+Millis = Annotated[int, Field(ge=946_684_800_000, le=7_258_118_400_000)]
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _valid_date(value: str) -> str:
+    if not _DATE.match(value):
+        raise ValueError("date must be written YYYY-MM-DD")
+    dt.date.fromisoformat(value)  # raises ValueError for 2026-02-30
+    return value
+
+
+#: A calendar date (日期型), ``YYYY-MM-DD``.
+Date = Annotated[str, AfterValidator(_valid_date)]
+
+#: Certificate number (证件号码): up to 50 characters of letters, digits and hyphens.
+IdNumber = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z\-()（）]{1,50}$")]
+
+#: A phone number: mobile (11 digits) or landline with area code, optional extension.
+Phone = Annotated[str, StringConstraints(pattern=r"^(1\d{10}|0\d{2,3}-?\d{7,8}(-\d{1,6})?|\+?\d{6,20})$")]
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def check_id_number(number: str) -> str:
+    """Validate an 18-character 公民身份号码 (GB 11643-1999), check digit included."""
+    upper = number.upper()
+    if not re.fullmatch(r"\d{17}[\dX]", upper):
+        raise ValueError("公民身份号码 must be 17 digits and a check digit (0-9 or X)")
+    total = sum(int(digit) * weight for digit, weight in zip(upper, _ID_WEIGHTS, strict=False))
+    if _ID_CHECK[total % 11] != upper[-1]:
+        raise ValueError("公民身份号码 check digit does not match (GB 11643)")
+    return upper
+
+
+_CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def date_of(millis: int) -> dt.date:
+    """The calendar date in China Standard Time of an instant, for working-day clocks."""
+    return dt.datetime.fromtimestamp(millis / 1000, _CST).date()
+
+
+def end_of_day(day: dt.date) -> int:
+    """The last millisecond of ``day`` in China Standard Time."""
+    start = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), _CST)
+    return int(start.timestamp() * 1000) - 1

@@ -1,0 +1,83 @@
+"""Bytes ⇄ envelopes and payloads. Every failure is a ``DecodeError`` with a reason.
+
+An envelope on the wire is the canonical msgpack map of ``Envelope`` (signature
+included). Its ``payload``, once decrypted, is the canonical map
+``{"body": <body of the kind>, "receipts": [<receipt>, ...]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from protocol.bodies import BODY_TYPES
+from protocol.codec import decode, encode
+from protocol.envelope import KINDS, PROTOCOL_VERSION, Envelope, Receipt
+from protocol.errors import DecodeError, Reason
+
+__all__ = [
+    "decode_envelope",
+    "decode_payload",
+    "encode_envelope",
+    "encode_payload",
+    "validation_detail",
+]
+
+_BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    kind: TypeAdapter(model) for kind, model in BODY_TYPES.items()
+}
+_RECEIPTS = TypeAdapter(tuple[Receipt, ...])
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    return encode(envelope.model_dump(exclude_none=True))
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse and validate an envelope; its signature is checked by ``receipts``."""
+    fields = decode(data)
+    if not isinstance(fields, dict):
+        raise DecodeError(Reason.MALFORMED, "an envelope is a map")
+    version = fields.get("v")
+    if version != PROTOCOL_VERSION:
+        raise DecodeError(
+            Reason.UNSUPPORTED_VERSION,
+            f"version {version!r}; this node speaks version {PROTOCOL_VERSION}",
+        )
+    if fields.get("kind") not in KINDS:
+        raise DecodeError(Reason.UNKNOWN_KIND, repr(fields.get("kind"))[:60])
+    try:
+        return Envelope.model_validate(fields)
+    except ValidationError as exc:
+        raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
+
+
+def encode_payload(body: Any, receipts: Sequence[Receipt]) -> bytes:
+    return encode({
+        "body": body.model_dump(exclude_none=True),
+        "receipts": [r.model_dump(exclude_none=True) for r in receipts],
+    })
+
+
+def decode_payload(kind: str, data: bytes) -> tuple[Any, tuple[Receipt, ...]]:
+    """Parse a decrypted payload of a message of ``kind``: its body and receipts."""
+    fields = decode(data)
+    if not isinstance(fields, dict) or set(fields) - {"body", "receipts"} or "body" not in fields:
+        raise DecodeError(Reason.MALFORMED, "a payload is a map of body and receipts")
+    try:
+        body = _BODY_ADAPTERS[kind].validate_python(fields["body"])
+        receipts = _RECEIPTS.validate_python(fields.get("receipts", ()))
+    except ValidationError as exc:
+        raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
+    return body, receipts
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """A short, safe description of the first problems (never echoes values)."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "(message)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,241 @@
+"""Evidence bundles: everything an auditor needs to check one case offline.
+
+A bundle is one canonical msgpack file (docs/protocol.md §7)::
+
+    {"format": "tongban-bundle/1", "case": ..., "made_by": region, "made_at": ms,
+     "keys":      [key record, ...],            public keys with validity and revocation
+     "envelopes": [{"wire": bytes, "content_key": bytes, "plaintext": bytes}, ...],
+     "receipts":  [receipt, ...],                both sides' receipts this node holds
+     "events":    [{"event", "at", "body"?}, ...]}   this node's local events
+
+``verify_bundle`` needs no private key. It checks, in this order, and stops at the
+first broken link, which ``BundleError.link`` names:
+
+1. every envelope's signature (key valid when sent), that its content key is the
+   committed one and decrypts the payload to exactly the plaintext given, and that
+   the receipts inside the payload are the ones listed;
+2. each side's chain: indexes 0, 1, 2 … without gaps, each ``prev`` the digest of
+   the one before, each signature valid for the key at the receipt's time;
+3. each cross-link (``their``) points at a receipt of the other side that is in the
+   bundle, and cross-links never go backwards;
+4. each ``cause`` is an envelope in the bundle, or a local event: one of this
+   node's event records, or the body of a message its actor sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from protocol.codec import decode, encode
+from protocol.envelope import Envelope, Receipt, leaf_digest
+from protocol.errors import ProtocolError
+from protocol.machine import TAG_EVENT, event_digest
+from protocol.wire import decode_envelope, decode_payload, validation_detail
+from receipts.errors import BundleError
+from receipts.registry import KeyRecord, KeyRegistry
+from receipts.sealing import open_payload
+from receipts.signing import SignatureChecker
+
+__all__ = ["BUNDLE_FORMAT", "BundleReport", "build_bundle", "verify_bundle"]
+
+BUNDLE_FORMAT = "tongban-bundle/1"
+MAX_BUNDLE_BYTES = 256 << 20
+
+_RECEIPT = TypeAdapter(Receipt)
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleReport:
+    case: str
+    made_by: str
+    envelopes: int
+    chains: dict[str, int]  # region -> receipts
+    last_kinds: dict[str, str]  # region -> kind of its newest receipt
+
+
+def build_bundle(
+    *,
+    case: str,
+    made_by: str,
+    made_at: int,
+    keys: Iterable[KeyRecord],
+    envelopes: Iterable[tuple[bytes, bytes, bytes]],
+    receipts: Iterable[Receipt],
+    events: Iterable[dict[str, Any]],
+) -> bytes:
+    """``envelopes`` are ``(wire, content_key, plaintext)`` triples, in or out."""
+    return encode({
+        "format": BUNDLE_FORMAT,
+        "case": case,
+        "made_by": made_by,
+        "made_at": made_at,
+        "keys": [k.to_wire() for k in keys],
+        "envelopes": [{"wire": w, "content_key": k, "plaintext": p} for w, k, p in envelopes],
+        "receipts": [r.model_dump(exclude_none=True) for r in receipts],
+        "events": list(events),
+    })
+
+
+def verify_bundle(data: bytes) -> BundleReport:
+    """Check a bundle; raise ``BundleError`` naming the first broken link."""
+    fields = _parse(data)
+    registry = _registry(fields["keys"])
+    checker = SignatureChecker()
+    case = fields["case"]
+
+    receipts = _receipts(fields["receipts"], case)
+    known = {r.digest for r in receipts}
+    envelopes: list[tuple[Envelope, Any]] = []
+    for i, item in enumerate(fields["envelopes"]):
+        envelope, body, carried = _check_envelope(i, item, registry, checker)
+        if envelope.case != case:
+            raise BundleError(f"envelope {i}", f"belongs to case {envelope.case}")
+        for receipt in carried:
+            if receipt.digest not in known:
+                raise BundleError(f"envelope {i}", f"carries receipt {_name(receipt)} not listed")
+        envelopes.append((envelope, body))
+
+    chains: dict[str, list[Receipt]] = defaultdict(list)
+    for receipt in receipts:
+        chains[receipt.actor].append(receipt)
+    if len(chains) > 2:
+        raise BundleError("bundle", f"receipts of {len(chains)} regions; a case has two sides")
+    by_digest = {r.digest: r for r in receipts}
+    for actor, chain in chains.items():
+        chain.sort(key=lambda r: r.index)
+        _check_chain(chain, registry, checker)
+        _check_cross_links(chain, by_digest)
+
+    causes = {envelope.digest for envelope, _ in envelopes}
+    bodies_by_actor: dict[str, list[Any]] = defaultdict(list)
+    for envelope, body in envelopes:
+        bodies_by_actor[envelope.sender].append(body)
+    for record in fields["events"]:
+        if not isinstance(record, dict) or not isinstance(record.get("at"), int):
+            raise BundleError("events", "an event record needs an integer 'at'")
+        event_fields = {"at": record["at"]} | ({"body": record["body"]} if "body" in record else {})
+        causes.add(_raw_event_digest(event_fields))
+    for receipt in receipts:
+        candidates = {event_digest(receipt.at, None)} | {
+            event_digest(receipt.at, body) for body in bodies_by_actor[receipt.actor]
+        }
+        if receipt.cause not in causes and receipt.cause not in candidates:
+            raise BundleError(f"cause {_name(receipt)}", "its cause is not in the bundle")
+
+    return BundleReport(
+        case=case,
+        made_by=fields["made_by"],
+        envelopes=len(envelopes),
+        chains={actor: len(chain) for actor, chain in chains.items()},
+        last_kinds={actor: chain[-1].kind for actor, chain in chains.items()},
+    )
+
+
+# ------------------------------------------------------------------ steps
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        fields = decode(data, max_bytes=MAX_BUNDLE_BYTES, max_depth=24)
+    except ProtocolError as exc:
+        raise BundleError("bundle", f"not a canonical bundle file: {exc.en}") from exc
+    if not isinstance(fields, dict) or fields.get("format") != BUNDLE_FORMAT:
+        raise BundleError("bundle", f"not a {BUNDLE_FORMAT} file")
+    for name, kind in (("case", str), ("made_by", str), ("keys", tuple), ("envelopes", tuple),
+                       ("receipts", tuple), ("events", tuple)):
+        if not isinstance(fields.get(name), kind):
+            raise BundleError("bundle", f"field {name!r} is missing or of the wrong type")
+    return fields
+
+
+def _registry(records: Sequence[Any]) -> KeyRegistry:
+    registry = KeyRegistry()
+    for i, record in enumerate(records):
+        try:
+            registry.add(KeyRecord.from_wire(dict(record)))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"key {i}", str(exc)) from exc
+    return registry
+
+
+def _receipts(items: Sequence[Any], case: str) -> list[Receipt]:
+    receipts = []
+    for i, item in enumerate(items):
+        try:
+            receipt = _RECEIPT.validate_python(item)
+        except ValidationError as exc:
+            raise BundleError(f"receipt {i}", validation_detail(exc)) from exc
+        if receipt.case != case:
+            raise BundleError(f"receipt {_name(receipt)}", f"belongs to case {receipt.case}")
+        receipts.append(receipt)
+    return receipts
+
+
+def _check_envelope(
+    i: int, item: Any, registry: KeyRegistry, checker: SignatureChecker
+) -> tuple[Envelope, Any, tuple[Receipt, ...]]:
+    link = f"envelope {i}"
+    if not isinstance(item, dict) or not all(
+        isinstance(item.get(k), bytes) for k in ("wire", "content_key", "plaintext")
+    ):
+        raise BundleError(link, "needs wire, content_key and plaintext")
+    try:
+        envelope = decode_envelope(item["wire"])
+        link = f"envelope {i} ({envelope.kind} {envelope.id})"
+        if envelope.sig is None:
+            raise BundleError(link, "unsigned")
+        public = registry.signing_key(envelope.sig.key, envelope.sender, envelope.sent_at)
+        checker.check(envelope.digest, envelope.sig, public)
+        plaintext = open_payload(item["content_key"], envelope.enc.nonce, envelope.payload)
+        if plaintext != item["plaintext"]:
+            raise BundleError(link, "plaintext differs from the decrypted payload")
+        body, carried = decode_payload(envelope.kind, plaintext)
+    except ProtocolError as exc:
+        raise BundleError(link, exc.en) from exc
+    return envelope, body, carried
+
+
+def _check_chain(chain: list[Receipt], registry: KeyRegistry, checker: SignatureChecker) -> None:
+    previous: Receipt | None = None
+    for position, receipt in enumerate(chain):
+        link = f"receipt {_name(receipt)}"
+        if receipt.index != position:
+            raise BundleError(link, f"expected index {position}: a receipt is missing")
+        if receipt.prev != (previous.digest if previous else None):
+            raise BundleError(link, "does not link to the previous receipt")
+        if receipt.sig is None or receipt.sig.key != receipt.key:
+            raise BundleError(link, "is not signed by its actor key")
+        try:
+            public = registry.signing_key(receipt.key, receipt.actor, receipt.at)
+            checker.check(receipt.digest, receipt.sig, public)
+        except ProtocolError as exc:
+            raise BundleError(link, exc.en) from exc
+        previous = receipt
+
+
+def _check_cross_links(chain: list[Receipt], by_digest: dict[bytes, Receipt]) -> None:
+    last_seen = -1
+    for receipt in chain:
+        if receipt.their is None:
+            if last_seen >= 0:
+                raise BundleError(f"cross-link {_name(receipt)}", "drops its cross-link")
+            continue
+        other = by_digest.get(receipt.their)
+        if other is None or other.actor == receipt.actor:
+            raise BundleError(f"cross-link {_name(receipt)}", "points at no receipt of the other side")
+        if other.index < last_seen:
+            raise BundleError(f"cross-link {_name(receipt)}", "goes backwards")
+        last_seen = other.index
+
+
+def _raw_event_digest(fields: dict[str, Any]) -> bytes:
+    return leaf_digest(TAG_EVENT, encode(fields))
+
+
+def _name(receipt: Receipt) -> str:
+    return f"{receipt.actor}#{receipt.index}"

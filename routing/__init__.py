@@ -1,0 +1,1 @@
+"""Region codes, circle registry, catalog index and route resolution (see docs)."""
