@@ -11,7 +11,7 @@ the same table for implementers.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -44,11 +44,11 @@ from protocol.fields import (
 )
 
 __all__ = [
+    "BODY_TYPES",
     "Accept",
     "Ack",
     "Applicant",
     "Application",
-    "BODY_TYPES",
     "Body",
     "Contact",
     "Decision",
@@ -391,7 +391,7 @@ Body = (
 )
 
 #: Message kind → body model. ``decision`` is a tagged union on ``outcome``.
-BODY_TYPES: dict[str, object] = {
+BODY_TYPES: dict[str, Any] = {
     "application": Application,
     "received": Ack,
     "decision": Decision,

@@ -44,7 +44,8 @@ def encode(value: Any) -> bytes:
     ``None`` values inside maps are dropped; a ``None`` anywhere else, a float or
     any other type is our own mistake and raises ``LocalProtocolError``.
     """
-    return _packb(_canonical(value))
+    packed: bytes = _packb(_canonical(value))
+    return packed
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -61,7 +62,6 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
             use_list=False,
             ext_hook=_refuse_ext,
             timestamp=0,
-            max_buffer_size=max_bytes,
         )
     except DecodeError:
         raise

@@ -234,9 +234,9 @@ class Case:
                 Reason.INVALID_TRANSITION, f"{event!r} is not a {self.role} side's own event"
             )
         expected = _LOCAL_BODIES[event]
-        if expected is None and body is not None or expected is not None and not isinstance(
+        if (expected is None and body is not None) or (expected is not None and not isinstance(
             body, expected
-        ):
+        )):
             raise LocalProtocolError(
                 Reason.INVALID_FIELD,
                 f"{event!r} takes {getattr(expected, '__name__', 'no body')}, "
@@ -393,7 +393,8 @@ class Case:
             return end_of_day(add_working_days(self.calendar, received, 5))
         # "promise": the promised date, moved on by a 特别程序's working days on resume
         if event == "resume":
-            assert self.promised_date is not None and self.suspended_on is not None
+            assert self.promised_date is not None
+            assert self.suspended_on is not None
             stopped = working_days_between(
                 self.calendar, dt.date.fromisoformat(self.suspended_on), date_of(now)
             )
@@ -450,9 +451,11 @@ def _receipt_data(event: str, body: Any) -> dict[str, str | int | bool]:
         case b.Progress(step=step, action=action):
             return {"step": step[:100], "action": action}
         case b.Outcome(result=result, certificate_no=number):
-            return {"result": result} | ({"certificate_no": number} if number else {})
+            data: dict[str, str | int | bool] = {"result": result}
+            return data | ({"certificate_no": number} if number else {})
         case b.Delivery(mode=mode, tracking_no=tracking):
-            return {"mode": mode} | ({"tracking_no": tracking} if tracking else {})
+            data = {"mode": mode}
+            return data | ({"tracking_no": tracking} if tracking else {})
         case b.Evaluation(satisfaction=satisfaction, channel=channel):
             return {"satisfaction": satisfaction, "channel": channel}
     return {}

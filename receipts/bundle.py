@@ -7,6 +7,8 @@ A bundle is one canonical msgpack file (docs/protocol.md §7)::
      "envelopes": [{"wire": bytes, "content_key": bytes, "plaintext": bytes}, ...],
      "receipts":  [receipt, ...],                both sides' receipts this node holds
      "events":    [{"event", "at", "body"?}, ...]}   this node's local events
+                                                  ("event" names it for people; the
+                                                  digest covers "at" and "body")
 
 ``verify_bundle`` needs no private key. It checks, in this order, and stops at the
 first broken link, which ``BundleError.link`` names:
@@ -18,8 +20,13 @@ first broken link, which ``BundleError.link`` names:
    the one before, each signature valid for the key at the receipt's time;
 3. each cross-link (``their``) points at a receipt of the other side that is in the
    bundle, and cross-links never go backwards;
-4. each ``cause`` is an envelope in the bundle, or a local event: one of this
-   node's event records, or the body of a message its actor sent.
+4. each event record is the cause of one of the bundle maker's receipts; each of
+   the maker's receipts is caused by an envelope or an event record; each of the
+   other side's receipts by an envelope or a local event re-derived from the body
+   of a message it sent (it keeps its own event records in its own bundle).
+
+The key records are those the bundle maker used; an auditor compares their ids
+with the circle registry it trusts (``BundleReport.keys``).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class BundleReport:
     envelopes: int
     chains: dict[str, int]  # region -> receipts
     last_kinds: dict[str, str]  # region -> kind of its newest receipt
+    keys: list[str]  # key ids the bundle relies on
 
 
 def build_bundle(
@@ -106,7 +114,7 @@ def verify_bundle(data: bytes) -> BundleReport:
     if len(chains) > 2:
         raise BundleError("bundle", f"receipts of {len(chains)} regions; a case has two sides")
     by_digest = {r.digest: r for r in receipts}
-    for actor, chain in chains.items():
+    for chain in chains.values():
         chain.sort(key=lambda r: r.index)
         _check_chain(chain, registry, checker)
         _check_cross_links(chain, by_digest)
@@ -115,17 +123,25 @@ def verify_bundle(data: bytes) -> BundleReport:
     bodies_by_actor: dict[str, list[Any]] = defaultdict(list)
     for envelope, body in envelopes:
         bodies_by_actor[envelope.sender].append(body)
-    for record in fields["events"]:
+    made_by = fields["made_by"]
+    all_causes = {r.cause for r in receipts}
+    own_events: set[bytes] = set()
+    for i, record in enumerate(fields["events"]):
         if not isinstance(record, dict) or not isinstance(record.get("at"), int):
-            raise BundleError("events", "an event record needs an integer 'at'")
+            raise BundleError(f"event {i}", "an event record needs an integer 'at'")
         event_fields = {"at": record["at"]} | ({"body": record["body"]} if "body" in record else {})
-        causes.add(_raw_event_digest(event_fields))
+        digest = _raw_event_digest(event_fields)
+        if digest not in all_causes or digest in own_events:
+            raise BundleError(f"event {i} ({record.get('event')})", "is the cause of no receipt")
+        own_events.add(digest)
     for receipt in receipts:
-        candidates = {event_digest(receipt.at, None)} | {
+        if receipt.cause in causes or (receipt.cause in own_events and receipt.actor == made_by):
+            continue
+        if receipt.actor != made_by and receipt.cause in {event_digest(receipt.at, None)} | {
             event_digest(receipt.at, body) for body in bodies_by_actor[receipt.actor]
-        }
-        if receipt.cause not in causes and receipt.cause not in candidates:
-            raise BundleError(f"cause {_name(receipt)}", "its cause is not in the bundle")
+        }:
+            continue  # the other side's local event, re-derived from the body it sent
+        raise BundleError(f"cause {_name(receipt)}", "its cause is not in the bundle")
 
     return BundleReport(
         case=case,
@@ -133,6 +149,7 @@ def verify_bundle(data: bytes) -> BundleReport:
         envelopes=len(envelopes),
         chains={actor: len(chain) for actor, chain in chains.items()},
         last_kinds={actor: chain[-1].kind for actor, chain in chains.items()},
+        keys=sorted({r.key for r in receipts} | {e.sig.key for e, _ in envelopes if e.sig}),
     )
 
 

@@ -18,18 +18,16 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from receipts.errors import KeyFileError
 
 __all__ = ["NodeKeys", "key_id", "raw_public"]
-
-_K = TypeVar("_K", Ed25519PrivateKey, X25519PrivateKey)
 
 SIGN_FILE = "sign.pem"
 ENCRYPT_FILE = "encrypt.pem"
@@ -107,14 +105,18 @@ class NodeKeys:
 
     @classmethod
     def load(cls, directory: Path, region: str) -> NodeKeys:
-        return cls(
-            region,
-            _load_private(directory / SIGN_FILE, Ed25519PrivateKey),
-            _load_private(directory / ENCRYPT_FILE, X25519PrivateKey),
-        )
+        signing = _load_private(directory / SIGN_FILE)
+        encryption = _load_private(directory / ENCRYPT_FILE)
+        if not isinstance(signing, Ed25519PrivateKey):
+            raise KeyFileError(f"{directory / SIGN_FILE} holds a {type(signing).__name__}, "
+                               f"not an Ed25519 key (密钥类型错误)")
+        if not isinstance(encryption, X25519PrivateKey):
+            raise KeyFileError(f"{directory / ENCRYPT_FILE} holds a {type(encryption).__name__}, "
+                               f"not an X25519 key (密钥类型错误)")
+        return cls(region, signing, encryption)
 
 
-def _load_private(path: Path, kind: type[_K]) -> _K:
+def _load_private(path: Path) -> PrivateKeyTypes:
     try:
         info = path.stat()
         data = path.read_bytes()
@@ -133,7 +135,4 @@ def _load_private(path: Path, kind: type[_K]) -> _K:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"{path} is not an unencrypted PKCS#8 PEM key (密钥文件格式错误)") from exc
-    if not isinstance(key, kind):
-        want = "Ed25519" if kind is Ed25519PrivateKey else "X25519"
-        raise KeyFileError(f"{path} holds a {type(key).__name__}, not an {want} key (密钥类型错误)")
     return key
