@@ -27,7 +27,7 @@ import msgpack
 
 from protocol.errors import DecodeError, LocalProtocolError, Reason
 
-__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "canonical", "decode", "encode", "repack"]
 
 #: Largest canonical message accepted. Materials travel separately (object store),
 #: so a message holds forms and references only.
@@ -69,11 +69,10 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
             UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
     _check_shape(value, max_depth)
-    try:
-        again = encode(value)
-    except LocalProtocolError as exc:  # e.g. a string that is not NFC
-        raise DecodeError(Reason.NON_CANONICAL, exc.detail) from exc
-    if again != bytes(data):
+    # Maps keep the order they were read in, so packing what we read reproduces the
+    # input exactly when every length and integer used its shortest form (and no key
+    # was repeated, which would have shrunk a map); key order and NFC were checked above.
+    if _packb(value) != bytes(data):
         raise DecodeError(Reason.NON_CANONICAL, "bytes differ from the canonical encoding")
     return value
 
@@ -83,47 +82,73 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise LocalProtocolError(Reason.INVALID_FIELD, "map keys must be strings")
+        # Python orders str by code point, which is the order of their UTF-8 bytes.
+        return {key: _canonical(item) for key, item in sorted(value.items()) if item is not None}
+    if kind is str:
         if not value.isascii() and not unicodedata.is_normalized("NFC", value):
             raise LocalProtocolError(Reason.NON_CANONICAL, "string is not in NFC form")
         return value
-    if isinstance(value, bool | int | bytes):
+    if kind is int or kind is bytes or kind is bool:
         return value
-    if isinstance(value, dict):
-        out = {}
-        for key in sorted(value, key=_key_bytes):
-            item = value[key]
-            if item is not None:
-                out[key] = _canonical(item)
-        return out
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [_canonical(item) for item in value]
-    if isinstance(value, bytearray | memoryview):
+    # Subclasses (a StrEnum, an OrderedDict ...) are written as their base type.
+    if isinstance(value, str):
+        return _canonical(str.__str__(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict):
+        return _canonical(dict(value))
+    if isinstance(value, list | tuple):
+        return _canonical(list(value))
+    if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise LocalProtocolError(
         Reason.INVALID_FIELD, f"{type(value).__name__} cannot be encoded canonically"
     )
 
 
-def _key_bytes(key: object) -> bytes:
-    if not isinstance(key, str):
-        raise LocalProtocolError(Reason.INVALID_FIELD, "map keys must be strings")
-    return key.encode()
+def _check_shape(value: Any, max_depth: int, depth: int = 1) -> None:
+    """Check depth, types, key order and NFC. Recursion stops at ``max_depth`` + 1,
+    however deep the input is nested."""
+    kind = type(value)
+    if kind is dict or kind is tuple:
+        if depth > max_depth:
+            raise DecodeError(Reason.TOO_DEEP, f"deeper than {max_depth}")
+        if kind is dict:
+            keys = list(value)
+            for key in keys:
+                if type(key) is not str:
+                    raise DecodeError(Reason.MALFORMED, "map keys must be strings")
+                if not key.isascii() and not unicodedata.is_normalized("NFC", key):
+                    raise DecodeError(Reason.NON_CANONICAL, "a map key is not in NFC form")
+            if keys != sorted(keys):
+                raise DecodeError(Reason.NON_CANONICAL, "map keys are not in order")
+            value = value.values()
+        for item in value:
+            _check_shape(item, max_depth, depth + 1)
+    elif kind is str:
+        if not value.isascii() and not unicodedata.is_normalized("NFC", value):
+            raise DecodeError(Reason.NON_CANONICAL, "a string is not in NFC form")
+    elif value is None:
+        raise DecodeError(Reason.NON_CANONICAL, "nil is never encoded; leave the field out")
+    elif kind is float:
+        raise DecodeError(Reason.MALFORMED, "floats are not allowed")
+    elif kind is not bytes and kind is not int and kind is not bool:
+        raise DecodeError(Reason.MALFORMED, f"{kind.__name__} is not allowed")
 
 
-def _check_shape(value: Any, max_depth: int) -> None:
-    """Iteratively check depth and types, so hostile nesting cannot recurse."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | tuple):
-            if depth > max_depth:
-                raise DecodeError(Reason.TOO_DEEP, f"deeper than {max_depth}")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-        elif item is None:
-            raise DecodeError(Reason.NON_CANONICAL, "nil is never encoded; leave the field out")
-        elif isinstance(item, float):
-            raise DecodeError(Reason.MALFORMED, "floats are not allowed")
-        elif not isinstance(item, str | bytes | int):
-            raise DecodeError(Reason.MALFORMED, f"{type(item).__name__} is not allowed")
+def canonical(value: Any) -> Any:
+    """The canonical form of ``value`` (sorted maps, no None) to combine and ``repack``."""
+    return _canonical(value)
+
+
+def repack(value: Any) -> bytes:
+    """Pack a value ``decode`` returned (already canonical) without checking it again."""
+    packed: bytes = _packb(value)
+    return packed

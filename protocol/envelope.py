@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field
 
-from protocol.codec import encode
+from protocol.codec import canonical, encode, repack
 from protocol.fields import CaseId, Digest, KeyId, MessageId, Millis, RegionCode, Wire
 
 __all__ = [
@@ -71,6 +72,23 @@ Kind = Literal[
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 
 
+class _Signed(Wire):
+    """A model whose digest (and header bytes) are computed once and cached.
+
+    The cache survives ``model_copy(update={"sig": ...})`` (the signature is outside
+    what the digest covers); a new payload drops the digest, any other update all.
+    """
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        changed = set(update or ()) - {"sig"}
+        if changed:
+            stale = ("digest",) if changed == {"payload"} else ("digest", "header_map", "header_bytes")
+            for cached in stale:
+                copy.__dict__.pop(cached, None)
+        return copy
+
+
 class Signature(Wire):
     """A Merkle-batched Ed25519 signature (RFC 9162 §2.1 tree, audit path)."""
 
@@ -90,7 +108,7 @@ class EncryptionHeader(Wire):
     nonce: Annotated[bytes, Field(min_length=12, max_length=12)]
 
 
-class Envelope(Wire):
+class Envelope(_Signed):
     """One message between two regions. ``payload`` is ciphertext."""
 
     v: Literal[1] = 1
@@ -124,12 +142,30 @@ class Envelope(Wire):
         fields["payload"] = self.payload
         return fields
 
+    # The header is canonicalised once; digest and wire bytes are packed from it.
+
+    @cached_property
+    def header_map(self) -> dict[str, Any]:
+        return canonical(self.header_fields())  # type: ignore[no-any-return]
+
+    @cached_property
+    def header_bytes(self) -> bytes:
+        """Canonical bytes of ``header_fields()``: the HKDF info binds these."""
+        return repack(self.header_map)
+
     @cached_property
     def digest(self) -> bytes:
-        return leaf_digest(TAG_ENVELOPE, encode(self.signed_fields()))
+        return leaf_digest(TAG_ENVELOPE, repack(_with(self.header_map, payload=self.payload)))
+
+    def to_wire(self) -> bytes:
+        """The canonical bytes of the whole envelope, signature included."""
+        extra: dict[str, Any] = {"payload": self.payload}
+        if self.sig is not None:
+            extra["sig"] = canonical(self.sig.model_dump())
+        return repack(_with(self.header_map, **extra))
 
 
-class Receipt(Wire):
+class Receipt(_Signed):
     """A signed record of one state change of one side of a case."""
 
     case: CaseId
@@ -152,7 +188,12 @@ class Receipt(Wire):
         return leaf_digest(TAG_RECEIPT, encode(self.signed_fields()))
 
 
-def leaf_digest(tag: bytes, canonical: bytes) -> bytes:
+def leaf_digest(tag: bytes, data: bytes) -> bytes:
     """The Merkle leaf hash of an item's canonical bytes: SHA-256(0x00 || tag || bytes)."""
-    return hashlib.sha256(b"\x00" + tag + canonical).digest()
+    return hashlib.sha256(b"\x00" + tag + data).digest()
+
+
+def _with(canonical_map: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A canonical map with more (already canonical) fields, keys kept in order."""
+    return dict(sorted({**canonical_map, **fields}.items()))
 

@@ -13,8 +13,16 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from protocol.bodies import BODY_TYPES
-from protocol.codec import decode, encode
-from protocol.envelope import KINDS, PROTOCOL_VERSION, Envelope, Receipt
+from protocol.codec import decode, encode, repack
+from protocol.envelope import (
+    KINDS,
+    PROTOCOL_VERSION,
+    TAG_ENVELOPE,
+    TAG_RECEIPT,
+    Envelope,
+    Receipt,
+    leaf_digest,
+)
 from protocol.errors import DecodeError, Reason
 
 __all__ = [
@@ -32,7 +40,7 @@ _RECEIPTS = TypeAdapter(tuple[Receipt, ...])
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    return encode(envelope.model_dump(exclude_none=True))
+    return envelope.to_wire()
 
 
 def decode_envelope(data: bytes) -> Envelope:
@@ -49,9 +57,16 @@ def decode_envelope(data: bytes) -> Envelope:
     if fields.get("kind") not in KINDS:
         raise DecodeError(Reason.UNKNOWN_KIND, repr(fields.get("kind"))[:60])
     try:
-        return Envelope.model_validate(fields)
+        envelope = Envelope.model_validate(fields)
     except ValidationError as exc:
         raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
+    # The decoded fields are canonical already: derive the digest and the header bytes
+    # from them instead of encoding the model again (the cached properties).
+    signed = {k: v for k, v in fields.items() if k != "sig"}
+    envelope.__dict__["digest"] = leaf_digest(TAG_ENVELOPE, repack(signed))
+    del signed["payload"]
+    envelope.__dict__["header_bytes"] = repack(signed)
+    return envelope
 
 
 def encode_payload(body: Any, receipts: Sequence[Receipt]) -> bytes:
@@ -71,6 +86,9 @@ def decode_payload(kind: str, data: bytes) -> tuple[Any, tuple[Receipt, ...]]:
         receipts = _RECEIPTS.validate_python(fields.get("receipts", ()))
     except ValidationError as exc:
         raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
+    for receipt, raw in zip(receipts, fields.get("receipts", ()), strict=True):
+        signed = {k: v for k, v in raw.items() if k != "sig"}
+        receipt.__dict__["digest"] = leaf_digest(TAG_RECEIPT, repack(signed))
     return body, receipts
 
 

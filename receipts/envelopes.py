@@ -91,7 +91,7 @@ class Postmaster:
                 sent_at=letter.sent_at, enc=enc, payload=b"",
             )
             key = content_key(shared, enc.epk, recipient_public.public_bytes_raw(),
-                              draft.header_fields())
+                              draft.header_bytes)
             plaintext = encode_payload(letter.body, letter.receipts)
             draft = draft.model_copy(update={"payload": seal_payload(key, enc.nonce, plaintext)})
             drafts.append((draft, key, plaintext))
@@ -118,7 +118,7 @@ class Postmaster:
             # A message encrypted to one of our earlier keys: the registry knows it,
             # but this node only holds the current private key.
             raise RemoteProtocolError(Reason.DECRYPTION_FAILED, f"encrypted to {envelope.enc.to}")
-        key = self.opener.content_key(envelope.enc, envelope.header_fields())
+        key = self.opener.content_key(envelope.enc, envelope.header_bytes)
         plaintext = open_payload(key, envelope.enc.nonce, envelope.payload)
         body, receipts = decode_payload(envelope.kind, plaintext)
         for receipt in receipts:

@@ -24,15 +24,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from typing import Any
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from protocol.codec import encode
 from protocol.envelope import EncryptionHeader
 from protocol.errors import Reason, RemoteProtocolError
 
@@ -43,12 +40,13 @@ PAYLOAD_TAG = b"tongban/1 payload\x00"
 COMMIT_TAG = b"tongban/1 key\x00"
 
 
-def content_key(shared: bytes, epk: bytes, recipient_public: bytes, header: dict[str, Any]) -> bytes:
+def content_key(shared: bytes, epk: bytes, recipient_public: bytes, header: bytes) -> bytes:
+    """HKDF-SHA256 over the shared secret; ``header`` is the canonical header bytes."""
     return HKDF(
         algorithm=hashes.SHA256(),
         length=32,
         salt=epk + recipient_public,
-        info=PAYLOAD_TAG + encode(header),
+        info=PAYLOAD_TAG + header,
     ).derive(shared)
 
 
@@ -96,7 +94,7 @@ class Opener:
         self._shared: OrderedDict[bytes, bytes] = OrderedDict()
         self._capacity = capacity
 
-    def content_key(self, enc: EncryptionHeader, header: dict[str, Any]) -> bytes:
+    def content_key(self, enc: EncryptionHeader, header: bytes) -> bytes:
         shared = self._shared.get(enc.epk)
         if shared is None:
             try:

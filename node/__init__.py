@@ -1,0 +1,1 @@
+"""All I/O of a node: transport, store, workers, web, CLI, benchmarks."""
