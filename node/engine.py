@@ -1,0 +1,371 @@
+"""The engine: a batch of inputs in, one durable ``Changes`` and the answers out.
+
+Theory of operation
+-------------------
+Everything the node decides is decided here, synchronously, without I/O except
+short reads of the store (the async workers do the rest):
+
+1. each input is fed to its case's ``protocol.Case``: a message from the inbox
+   (``Incoming``: opened and checked by the ``Postmaster`` first, duplicates
+   answered with the original answer) or a command of our own (``Command``: staff,
+   timers, department adapters);
+2. all receipts the batch made are signed with **one** Merkle-batched signature;
+3. all messages the batch sends are sealed and signed with **one** more;
+4. the result is one ``Changes`` (case snapshots, receipts, envelopes, outbox
+   rows, timers, dedup entries) that the store writes in one transaction, and one
+   ``Result`` per input that says what the transport does with the message (ack,
+   nak with delay, term) once the transaction is on disk.
+
+So a crash anywhere loses nothing: until the commit, nothing was acked and the
+inbox delivers again; after it, the dedup entries answer the redelivery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from protocol import (
+    Case,
+    LocalProtocolError,
+    ProtocolError,
+    Reason,
+    Receipt,
+    RemoteProtocolError,
+    Step,
+    WorkingCalendar,
+    decode,
+)
+from protocol import bodies as b
+from protocol.codec import encode
+from protocol.fields import date_of
+from protocol.wire import decode_envelope
+from receipts import Letter, Postmaster
+from receipts.envelopes import Opened
+from node.store import Changes, Store
+
+__all__ = ["Command", "Engine", "Incoming", "MatterPolicy", "Result"]
+
+log = logging.getLogger("tongban.engine")
+
+
+@dataclasses.dataclass(frozen=True)
+class MatterPolicy:
+    """What the handling side's catalog says about a matter (until the catalog index)."""
+
+    acceptance: str = "handling_decides"
+    promise_days: int = 20
+    promise_unit: str = "working"
+
+
+@dataclasses.dataclass(frozen=True)
+class Incoming:
+    msg_id: str
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One of our own events. ``collect`` opens a case (``peer`` = handling region)."""
+
+    case_id: str | None
+    event: str
+    body: Any = None
+    peer: str | None = None
+
+
+@dataclasses.dataclass
+class Result:
+    """What became of one input."""
+
+    outcome: str  # applied | duplicate | deferred | rejected | refused
+    case_id: str | None = None
+    step: Step | None = None
+    reason: Reason | None = None
+    detail: str = ""
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        region: str,
+        postmaster: Postmaster,
+        store: Store,
+        calendar: WorkingCalendar,
+        policy: Callable[[b.MatterRef], MatterPolicy] = lambda matter: MatterPolicy(),
+    ) -> None:
+        self.region = region
+        self.postmaster = postmaster
+        self.store = store
+        self.calendar = calendar
+        self.policy = policy
+        self._seq = store.counter("seq")
+        self._cases_opened = store.counter("cases")
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.region} seq={self._seq} cases={self._cases_opened}>"
+
+    # ------------------------------------------------------------------ batches
+
+    def process(self, inputs: Sequence[Incoming | Command], now: int) -> tuple[Changes, list[Result]]:
+        batch = _Batch(self, now)
+        results = []
+        for item in inputs:
+            if isinstance(item, Incoming):
+                results.append(batch.incoming(item))
+            else:
+                results.append(batch.command(item))
+        return batch.finish(), results
+
+    def new_case_id(self, now: int) -> str:
+        self._cases_opened += 1
+        return f"{self.region}-{date_of(now):%Y%m%d}-{self._cases_opened:06d}"
+
+    def next_message(self) -> tuple[str, int]:
+        self._seq += 1
+        return f"{self.region}-{self._seq:012d}", self._seq
+
+    def load_case(self, case_id: str) -> Case | None:
+        snapshot = self.store.case_snapshot(case_id)
+        return None if snapshot is None else Case.restore(snapshot, self.calendar)
+
+
+class _Batch:
+    """The working state of one ``Engine.process`` call."""
+
+    def __init__(self, engine: Engine, now: int) -> None:
+        self.engine = engine
+        self.now = now
+        self.cases: dict[str, Case] = {}
+        self.meta: dict[str, dict[str, Any]] = {}  # case -> matter, window_no for new rows
+        self.steps: list[tuple[str, Step, bytes | None]] = []  # case, step, answered digest
+        self.changes = Changes()
+        self.seen_here: dict[str, Result] = {}
+        self.answered: dict[bytes, tuple[str, str]] = {}  # envelope digest -> msg id, case
+        # Out-of-band rejections of authenticated messages: recipient, case, body.
+        self.rejections: list[tuple[str, str, b.Rejection]] = []
+        self.seen_answers: dict[bytes, list[str]] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    def incoming(self, item: Incoming) -> Result:
+        earlier = self.seen_here.get(item.msg_id) or self._seen(item.msg_id)
+        if earlier is not None:
+            return earlier
+        try:
+            opened = self.engine.postmaster.open(item.data, self.now)
+        except RemoteProtocolError as exc:
+            return self._refuse(item, None, exc)
+        envelope = opened.envelope
+        if envelope.kind == "rejection" and not opened.receipts:
+            return self._peer_rejection(item, opened)
+        case = self._case(envelope.case)
+        if case is None:
+            case = self._open_handling_case(opened)
+            if isinstance(case, Result):
+                return case
+        try:
+            step = case.receive(envelope, opened.body, opened.receipts, self.now)
+        except RemoteProtocolError as exc:
+            return self._refuse(item, opened, exc)
+        if step is None:  # an earlier message again under another id: nothing to answer
+            result = Result("duplicate", envelope.case)
+            self._remember(item, envelope.digest, envelope.case, result, [])
+            return result
+        self.cases[envelope.case] = case
+        self.changes.receipts.extend(_receipt_row(r) for r in opened.receipts)
+        self.changes.envelopes.append(_envelope_row(opened, "in", self.now, item.data))
+        self.steps.append((envelope.case, step, envelope.digest))
+        result = Result("applied", envelope.case, step)
+        self.answered[envelope.digest] = (item.msg_id, envelope.case)
+        self.seen_here[item.msg_id] = result
+        return result
+
+    def command(self, item: Command) -> Result:
+        try:
+            if item.event == "collect":
+                return self._collect(item)
+            case = self._case(item.case_id) if item.case_id else None
+            if case is None:
+                raise LocalProtocolError(Reason.INVALID_FIELD, f"no case {item.case_id}")
+            body = item.body
+            if item.event in ("submit", "submit_decided") and body is None:
+                raw = self.engine.store.body(case.case, "application")
+                body = b.Application.model_validate(decode(raw)) if raw else None
+            step = case.local(item.event, body, self.now)
+        except LocalProtocolError as exc:
+            return Result("refused", item.case_id, reason=exc.reason, detail=exc.detail)
+        self.steps.append((case.case, step, None))
+        return Result("applied", case.case, step)
+
+    # ------------------------------------------------------------------ finishing
+
+    def finish(self) -> Changes:
+        engine, changes, now = self.engine, self.changes, self.now
+        unsigned = [step.receipt for _, step, _ in self.steps if step.receipt is not None]
+        signed = {r.digest: r for r in engine.postmaster.sign_receipts(unsigned)}
+        for case_id, step, _ in self.steps:
+            if step.receipt is not None:
+                changes.receipts.append(_receipt_row(signed[step.receipt.digest]))
+            if step.event_record is not None:
+                changes.events.append((case_id, now, encode(step.event_record)))
+            changes.timers_cancel.extend((case_id, name) for name in step.cancel_timers)
+            changes.timers_set.extend((case_id, n, due) for n, due in step.set_timers.items())
+        letters, answers_for = [], []
+        for case_id, step, answering in self.steps:
+            if step.send is None:
+                continue
+            case = self.cases[case_id]
+            msg_id, seq = engine.next_message()
+            carried = self._our_receipts(case, step.send.first_receipt, step.send.last_receipt,
+                                         signed)
+            letters.append(Letter(id=msg_id, kind=step.send.kind, recipient=case.theirs,
+                                  case=case_id, seq=seq, sent_at=now, body=step.send.body,
+                                  receipts=tuple(carried)))
+            answers_for.append(answering)
+        for recipient, case_id, rejection in self.rejections:
+            msg_id, seq = engine.next_message()
+            self.seen_answers[rejection.of].append(msg_id)
+            letters.append(Letter(id=msg_id, kind="rejection", recipient=recipient, case=case_id,
+                                  seq=seq, sent_at=now, body=rejection, receipts=()))
+            answers_for.append(None)
+        answers: dict[bytes, list[str]] = {}
+        for sealed, answering in zip(engine.postmaster.seal(letters), answers_for, strict=True):
+            envelope = sealed.envelope
+            subject = f"tb.{envelope.recipient}.in.{envelope.kind}"
+            changes.outbox.append((envelope.id, subject, sealed.wire, now))
+            changes.envelopes.append({
+                "digest": envelope.digest, "case_id": envelope.case, "direction": "out",
+                "msg_id": envelope.id, "kind": envelope.kind, "peer": envelope.recipient,
+                "at": now, "wire": sealed.wire, "content_key": sealed.content_key,
+                "plaintext": sealed.plaintext})
+            if answering is not None:
+                answers.setdefault(answering, []).append(envelope.id)
+        for digest, (msg_id, case_id) in self.answered.items():
+            changes.seen.append((msg_id, digest, case_id, "applied", answers.get(digest, []), now))
+        for case_id, case in self.cases.items():
+            changes.cases.append({"case_id": case_id, "role": case.role, "peer": case.theirs,
+                                  "state": case.state, "snapshot": case.snapshot(), "at": now,
+                                  **self.meta.get(case_id, {"matter": None, "window_no": None})})
+        changes.counters = {"seq": engine._seq, "cases": engine._cases_opened}
+        return changes
+
+    # ------------------------------------------------------------------ helpers
+
+    def _case(self, case_id: str) -> Case | None:
+        case = self.cases.get(case_id)
+        if case is None:
+            case = self.engine.load_case(case_id)
+            if case is not None:
+                self.cases[case_id] = case
+        return case
+
+    def _collect(self, item: Command) -> Result:
+        if not isinstance(item.body, b.Application) or item.peer is None:
+            raise LocalProtocolError(Reason.INVALID_FIELD, "collect needs the application and "
+                                     "the handling region")
+        case_id = item.case_id or self.engine.new_case_id(self.now)
+        case = Case(case=case_id, role="collecting", ours=self.engine.region, theirs=item.peer,
+                    our_key=self.engine.postmaster.keys.sign_key_id, calendar=self.engine.calendar,
+                    acceptance=item.body.acceptance)
+        step = case.local("collect", item.body, self.now)
+        self.cases[case_id] = case
+        self.meta[case_id] = {"matter": item.body.matter.code,
+                              "window_no": item.body.window.window_no}
+        self.changes.bodies.append((case_id, "application", encode(item.body.model_dump())))
+        self.steps.append((case_id, step, None))
+        return Result("applied", case_id, step)
+
+    def _open_handling_case(self, opened: Opened) -> Case | Result:
+        envelope, body = opened.envelope, opened.body
+        if envelope.kind != "application" or not isinstance(body, b.Application):
+            error = RemoteProtocolError(Reason.INVALID_TRANSITION,
+                                        f"no case {envelope.case} for a {envelope.kind!r} message")
+            return self._refuse(Incoming(envelope.id, b""), opened, error)
+        policy = self.engine.policy(body.matter)
+        case = Case(case=envelope.case, role="handling", ours=self.engine.region,
+                    theirs=envelope.sender, our_key=self.engine.postmaster.keys.sign_key_id,
+                    calendar=self.engine.calendar, acceptance=policy.acceptance,  # type: ignore[arg-type]
+                    promise_days=policy.promise_days, promise_unit=policy.promise_unit)
+        self.meta[envelope.case] = {"matter": body.matter.code, "window_no": body.window.window_no}
+        self.changes.bodies.append((envelope.case, "application", encode(body.model_dump())))
+        return case
+
+    def _our_receipts(self, case: Case, first: int, last: int,
+                      signed: dict[bytes, Receipt]) -> list[Receipt]:
+        in_batch = {r.index: r for r in signed.values()
+                    if r.case == case.case and r.actor == case.ours}
+        stored: dict[int, Receipt] = {}
+        if any(i not in in_batch for i in range(first, last + 1)):
+            for raw in self.engine.store.receipts(case.case, case.ours, first, last):
+                receipt = Receipt.model_validate(decode(raw))
+                stored[receipt.index] = receipt
+        return [in_batch.get(i) or stored[i] for i in range(first, last + 1)]
+
+    def _seen(self, msg_id: str) -> Result | None:
+        seen = self.engine.store.seen(msg_id)
+        if seen is None:
+            return None
+        _, answers = seen
+        self.changes.resend.extend(answers)  # the original answer, never an error
+        return Result("duplicate")
+
+    def _remember(self, item: Incoming, digest: bytes, case_id: str | None, result: Result,
+                  answers: list[str]) -> None:
+        self.seen_here[item.msg_id] = result
+        self.seen_answers[digest] = answers  # filled in by finish() if we answer it
+        self.changes.seen.append((item.msg_id, digest, case_id, result.outcome, answers, self.now))
+
+    def _refuse(self, item: Incoming, opened: Opened | None, exc: ProtocolError) -> Result:
+        case_id = opened.envelope.case if opened else None
+        if exc.reason.transient:
+            return Result("deferred", case_id, reason=exc.reason, detail=exc.detail)
+        result = Result("rejected", case_id, reason=exc.reason, detail=exc.detail)
+        sender = _sender_of(item.data) if opened is None else opened.envelope.sender
+        digest = opened.envelope.digest if opened else b""
+        self.changes.rejections.append({
+            "digest": digest, "msg_id": item.msg_id, "sender": sender, "case_id": case_id,
+            "code": exc.reason.code, "detail": exc.detail[:500], "at": self.now})
+        log.warning("rejected message %s from %s: %s", item.msg_id, sender, exc.en)
+        self._remember(item, digest, case_id, result, [])
+        if opened is not None and opened.envelope.kind != "rejection":
+            # The sender is authenticated: tell it why, with a stable reason code.
+            self.rejections.append((opened.envelope.sender, opened.envelope.case, b.Rejection(
+                of=digest, code=exc.reason.code, zh=exc.reason.zh, en=exc.reason.en,
+                detail=exc.detail[:500])))
+        return result
+
+    def _peer_rejection(self, item: Incoming, opened: Opened) -> Result:
+        body = opened.body
+        assert isinstance(body, b.Rejection)
+        self.changes.rejections.append({
+            "digest": body.of, "msg_id": item.msg_id, "sender": opened.envelope.sender,
+            "case_id": opened.envelope.case, "code": body.code, "detail": f"peer: {body.en}",
+            "at": self.now})
+        result = Result("applied", opened.envelope.case)
+        self._remember(item, opened.envelope.digest, opened.envelope.case, result, [])
+        return result
+
+
+def _sender_of(data: bytes) -> str | None:
+    try:
+        return decode_envelope(data).sender
+    except ProtocolError:
+        return None
+
+
+def _receipt_row(receipt: Receipt) -> dict[str, Any]:
+    return {"case_id": receipt.case, "actor": receipt.actor, "idx": receipt.index,
+            "kind": receipt.kind, "at": receipt.at, "digest": receipt.digest,
+            "receipt": encode(receipt.model_dump(exclude_none=True))}
+
+
+def _envelope_row(opened: Opened, direction: str, now: int, wire: bytes) -> dict[str, Any]:
+    envelope = opened.envelope
+    return {"digest": envelope.digest, "case_id": envelope.case, "direction": direction,
+            "msg_id": envelope.id, "kind": envelope.kind, "peer": envelope.sender, "at": now,
+            "wire": wire, "content_key": opened.content_key, "plaintext": opened.plaintext}
+

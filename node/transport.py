@@ -1,0 +1,291 @@
+"""NATS JetStream transport: every NATS call of the project is in this module.
+
+Theory of operation
+-------------------
+Each region owns one JetStream stream, its **inbox** ``TB_IN_<region>`` over the
+subjects ``tb.<region>.in.<kind>``, and reads it with the durable pull consumer
+``node``. A sender publishes to the recipient's subject with ``Nats-Msg-Id`` set to
+the message id, so JetStream drops a republished duplicate within its window and
+the recipient's SQLite drops it after that.
+
+Acknowledgements follow the engine's results: ``ack`` only once the transaction
+with the message's effects is on disk; ``nak`` with a delay for transient errors
+(a message that arrived before its predecessor); ``term`` for poison (recorded as
+rejected by the engine, visible to operators).
+
+nats-py facts this relies on (../shared/reference/nats-notes.md §1.4):
+``publish_async`` futures can hang forever (nats.py#985), so every one is awaited
+under a timeout and the message is republished later with the same id; reconnects
+are unlimited; after a server restart that lost its state, the stream and the
+consumer are created again (``_ensure_inbox`` on consumer errors).
+
+``MemoryTransport`` is the in-memory fake with the same interface, for tests of
+the workers without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from config.models import NatsConfig
+
+__all__ = ["Inbound", "MemoryTransport", "NatsTransport", "Transport", "inbox_stream"]
+
+log = logging.getLogger("tongban.transport")
+
+
+def inbox_stream(region: str) -> str:
+    return f"TB_IN_{region}"
+
+
+class Inbound(Protocol):
+    msg_id: str
+    data: bytes
+
+    async def ack(self) -> None: ...
+    async def nak(self, delay: float) -> None: ...
+    async def term(self) -> None: ...
+
+
+class Transport(Protocol):
+    connected: bool
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def fetch(self, batch: int, timeout: float) -> list[Inbound]: ...
+    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
+        """Publish ``(msg_id, subject, data)`` items; return the ids JetStream acknowledged."""
+        ...
+
+
+class _NatsInbound:
+    __slots__ = ("_msg", "data", "msg_id")
+
+    def __init__(self, msg: Any) -> None:
+        self._msg = msg
+        self.data: bytes = msg.data
+        headers = msg.headers or {}
+        self.msg_id: str = headers.get("Nats-Msg-Id") or f"seq-{msg.metadata.sequence.stream}"
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+
+class NatsTransport:
+    def __init__(self, region: str, urls: list[str], settings: NatsConfig, *,
+                 max_message_bytes: int = 1 << 20, max_inflight: int = 2000) -> None:
+        self.region = region
+        self.urls = urls
+        self.settings = settings
+        self.max_message_bytes = max_message_bytes
+        self.max_inflight = max_inflight
+        self.connected = False
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+        self._ensure_lock = asyncio.Lock()
+        self.published = 0
+        self.fetched = 0
+
+    def __repr__(self) -> str:
+        return (f"<NatsTransport {self.region} connected={self.connected} "
+                f"published={self.published} fetched={self.fetched}>")
+
+    async def start(self) -> None:
+        options: dict[str, Any] = {
+            "servers": self.urls,
+            "name": f"tongban-{self.region}",
+            "max_reconnect_attempts": -1,  # never give up (nats-notes §1.2)
+            "reconnect_time_wait": 0.5,
+            "ping_interval": self.settings.ping_interval_s,
+            "max_outstanding_pings": 3,
+            "connect_timeout": self.settings.connect_timeout_s,
+            "allow_reconnect": True,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if self.settings.credentials is not None:
+            options["user_credentials"] = str(self.settings.credentials)
+        if self.settings.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.settings.tls.ca))
+            if self.settings.tls.cert is not None:
+                context.load_cert_chain(str(self.settings.tls.cert), str(self.settings.tls.key))
+            options["tls"] = context
+        self._nc = await nats.connect(**options)
+        self.connected = True
+        self._js = self._nc.jetstream(domain=self.settings.domain,
+                                      publish_async_max_pending=self.max_inflight)
+        await self._ensure_inbox()
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.close(), timeout=5)
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.warning("closing the NATS connection: %s", exc)
+        self.connected = False
+
+    async def _ensure_inbox(self) -> None:
+        async with self._ensure_lock:
+            stream = inbox_stream(self.region)
+            config = StreamConfig(
+                name=stream,
+                subjects=[f"tb.{self.region}.in.>"],
+                storage=StorageType.FILE,
+                duplicate_window=120.0,
+                max_msg_size=self.max_message_bytes + 4096,
+            )
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.update_stream(config)
+            await self._js.add_consumer(stream, ConsumerConfig(
+                durable_name="node",
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60.0,
+                max_ack_pending=20_000,
+            ))
+            self._sub = await self._js.pull_subscribe_bind("node", stream=stream)
+
+    async def fetch(self, batch: int, timeout: float) -> list[Inbound]:
+        if self._sub is None:
+            await asyncio.sleep(timeout)
+            return []
+        try:
+            messages = await self._sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError,
+                nats.errors.NoRespondersError) as exc:
+            log.warning("inbox consumer unavailable (%s); creating it again", exc)
+            await self._recreate(timeout)
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+            log.warning("fetch failed: %s", exc)
+            await asyncio.sleep(min(timeout, 1.0))
+            return []
+        self.fetched += len(messages)
+        return [_NatsInbound(m) for m in messages]
+
+    async def _recreate(self, pause: float) -> None:
+        try:
+            await self._ensure_inbox()
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("cannot create the inbox yet: %s", exc)
+            await asyncio.sleep(min(pause, 1.0))
+
+    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
+        futures: list[tuple[str, asyncio.Future[Any]]] = []
+        for msg_id, subject, data in items:
+            try:
+                future = await self._js.publish_async(
+                    subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=timeout)
+            except (nats.errors.Error, nats.js.errors.TooManyStalledMsgsError) as exc:
+                log.warning("publish of %s failed: %s", msg_id, exc)
+                break
+            futures.append((msg_id, future))
+        acked = []
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(f, timeout) for _, f in futures), return_exceptions=True)
+        for (msg_id, _), outcome in zip(futures, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.debug("no PubAck for %s: %r", msg_id, outcome)
+            else:
+                acked.append(msg_id)
+        self.published += len(acked)
+        return acked
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        """Core NATS request/reply (department adapters on a subject)."""
+        try:
+            reply = await self._nc.request(subject, data, timeout=timeout)
+        except nats.errors.TimeoutError as exc:
+            raise TimeoutError(f"no reply on {subject} in {timeout:g} s") from exc
+        except nats.errors.NoRespondersError as exc:
+            raise ConnectionError(f"nobody listens on {subject}") from exc
+        return reply.data  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- callbacks
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        log.warning("NATS disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        log.info("NATS reconnected")
+        asyncio.get_running_loop().create_task(self._recreate(1.0))
+
+
+class _MemoryInbound:
+    def __init__(self, transport: MemoryTransport, region: str, msg_id: str, data: bytes) -> None:
+        self._transport = transport
+        self._region = region
+        self.msg_id = msg_id
+        self.data = data
+
+    async def ack(self) -> None:
+        self._transport.acked.append(self.msg_id)
+
+    async def nak(self, delay: float) -> None:
+        self._transport.queues[self._region].append((self.msg_id, self.data))
+
+    async def term(self) -> None:
+        self._transport.termed.append(self.msg_id)
+
+
+class MemoryTransport:
+    """An in-memory stand-in shared by several regions (tests of the workers)."""
+
+    def __init__(self, region: str, queues: dict[str, list[tuple[str, bytes]]] | None = None,
+                 ) -> None:
+        self.region = region
+        self.queues = queues if queues is not None else {}
+        self.queues.setdefault(region, [])
+        self.connected = True
+        self.acked: list[str] = []
+        self.termed: list[str] = []
+        self._dedup: set[str] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Inbound]:
+        queue = self.queues[self.region]
+        if not queue:
+            await asyncio.sleep(min(timeout, 0.01))
+            return []
+        taken, self.queues[self.region] = queue[:batch], queue[batch:]
+        return [_MemoryInbound(self, self.region, m, d) for m, d in taken]
+
+    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
+        for msg_id, subject, data in items:
+            if msg_id in self._dedup:
+                continue
+            self._dedup.add(msg_id)
+            region = subject.split(".")[1]
+            self.queues.setdefault(region, []).append((msg_id, data))
+        return [msg_id for msg_id, _, _ in items]
