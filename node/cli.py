@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -21,7 +22,7 @@ __all__ = ["main"]
 _REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
 
 
-def _fail(zh: str, en: str) -> None:
+def _fail(zh: str, en: str) -> NoReturn:
     click.echo(f"错误：{zh}\nerror: {en}", err=True)
     sys.exit(2)
 
@@ -101,6 +102,102 @@ def verify(bundle: Path, as_json: bool) -> None:
     for region, count in report.chains.items():
         click.echo(f"  chain of {region}: {count} receipts, last {report.last_kinds[region]!r}")
     click.echo(f"  keys relied on: {', '.join(report.keys)}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The node's TOML configuration (see config/examples/).")
+def node(config_path: Path) -> None:
+    """Run one region's node until Ctrl-C (starts nats-server itself if no URL is set)."""
+    import asyncio
+
+    from config import ConfigError, load_config
+    from node.serve import serve, stop_on_signals
+    from receipts import KeyFileError as _KeyFileError
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _fail("配置有误", str(exc))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+
+        async def ready(node: object, address: str) -> None:
+            click.echo(f"tongban node {config.region} {config.name} ready: {address}")
+
+        await serve(config, stop, on_ready=ready)
+
+    _logging()
+    try:
+        asyncio.run(run())
+    except _KeyFileError as exc:
+        _fail("密钥无法加载", str(exc))
+
+
+@main.command()
+@click.option("--base-port", default=8081, show_default=True,
+              help="HTTP port of the first node (0: any free ports).")
+@click.option("--once", is_flag=True, help="Walk one sample application, then stop.")
+def demo(base_port: int, once: bool) -> None:
+    """Embedded nats-server and three region nodes (郑州, 济南, 成都) with a sample walk."""
+    import asyncio
+
+    from node.demo import run_demo
+
+    _logging()
+    sys.exit(asyncio.run(run_demo(base_port=base_port, once=once)))
+
+
+@main.command()
+@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
+              help="Web address of the collecting node.")
+@click.option("--handling", required=True, help="Region code of the handling region.")
+def submit(url: str, handling: str) -> None:
+    """Collect and send a sample application at a running node; print its receipt."""
+    reply = _http("POST", f"{url}/api/cases", {"handling": handling})
+    click.echo(json.dumps(reply, ensure_ascii=False, indent=2))
+
+
+@main.command()
+@click.argument("case_id")
+@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
+              help="Web address of the node that holds the case.")
+def status(case_id: str, url: str) -> None:
+    """Show a case's state and its receipt chain at a running node."""
+    reply = _http("GET", f"{url}/api/cases/{case_id}")
+    click.echo(f"{reply['case_id']}  {reply['state']} {reply['state_zh']}  (peer {reply['peer']})")
+    for receipt in reply["receipts"]:
+        click.echo(f"  {receipt['actor']}#{receipt['index']:<3} {receipt['kind']:<22} "
+                   f"{receipt['digest'][:16]}…  {receipt['data']}")
+
+
+def _http(method: str, url: str, body: object = None) -> dict[str, object]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read())
+            _fail(str(error.get("zh")), str(error.get("en")))
+        except ValueError:
+            _fail(f"节点返回 HTTP {exc.code}", f"the node answered HTTP {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"无法连接节点 {url}", f"cannot reach the node at {url}: {exc}")
+    raise AssertionError("unreachable")
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.group()

@@ -95,6 +95,7 @@ class NatsTransport:
         self.max_message_bytes = max_message_bytes
         self.max_inflight = max_inflight
         self.connected = False
+        self._closing = False
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
@@ -134,6 +135,7 @@ class NatsTransport:
         await self._ensure_inbox()
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.close(), timeout=5)
@@ -229,7 +231,8 @@ class NatsTransport:
 
     async def _on_disconnected(self) -> None:
         self.connected = False
-        log.warning("NATS disconnected; reconnecting")
+        if not self._closing:
+            log.warning("NATS disconnected; reconnecting")
 
     async def _on_reconnected(self) -> None:
         self.connected = True
