@@ -26,7 +26,7 @@ __all__ = [
     "WebhookDepartment",
 ]
 
-RegionCode = Annotated[str, Field(pattern=r"^\d{6}(\d{3}|\d{6})?$")]
+RegionCode = Annotated[str, Field(pattern=r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")]
 
 
 class _Section(BaseModel):
@@ -118,6 +118,9 @@ class Limits(_Section):
     inbox_batch: int = Field(default=256, ge=1, le=4096)
     outbox_inflight: int = Field(default=2000, ge=1, le=100_000)
     publish_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: How long the inbox waits for an ack before delivering a message again (a node
+    #: killed mid-batch gets its messages back after this long).
+    ack_wait_s: float = Field(default=10.0, ge=1, le=3600)
     commit_batch: int = Field(default=512, ge=1, le=10_000)
 
 
@@ -131,6 +134,9 @@ class NodeConfig(_Section):
     departments: list[DepartmentConfig] = Field(
         default_factory=lambda: [DeskDepartment(name="部门办理窗口")], min_length=1
     )
+    #: First review (初审) by rules instead of a reviewer: every complete application is
+    #: accepted at once (demo, benchmarks, and matters whose catalog entry allows it).
+    auto_review: bool = False
     retry: RetryPolicy = RetryPolicy()
     limits: Limits = Limits()
     peers: list[PeerConfig] = []

@@ -11,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import Receipt, decode
-from protocol import examples as ex
-from protocol.states import STATE_NAMES_ZH
 from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
+from protocol import Receipt, decode
+from protocol import examples as ex
+from protocol.states import STATE_NAMES_ZH
+from protocol.wire import receipt_from_fields
 
 __all__ = ["NODE", "make_app"]
 
@@ -78,7 +79,7 @@ async def get_case(request: web.Request) -> web.Response:
     row = node.store.case_row(case_id)
     if row is None:
         return _error(404, "no_case", "没有这个办件", f"no case {case_id}")
-    receipts = [_receipt_json(Receipt.model_validate(decode(raw)))
+    receipts = [_receipt_json(receipt_from_fields(decode(raw)))
                 for raw in node.store.receipts(case_id)]
     return web.json_response({**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
                               "receipts": receipts})
@@ -92,6 +93,18 @@ async def get_bundle(request: web.Request) -> web.Response:
     data = bundle_for(node.store, node.registry, node.region, case_id, node.clock())
     return web.Response(body=data, content_type="application/octet-stream", headers={
         "Content-Disposition": f'attachment; filename="{case_id}.tbb"'})
+
+
+async def retry_forward(request: web.Request) -> web.Response:
+    """Operator: forward a dead-lettered case again (运维人员手动重试)."""
+    node = request.app[NODE]
+    case_id = request.match_info["case_id"]
+    result = await node.command(Command(case_id, "operator_retry"))
+    if result.outcome != "applied":
+        return _error(409, result.reason.code if result.reason else "refused",
+                      "该办件当前不能重试流转", result.detail or "the case cannot be retried now")
+    return web.json_response({"case_id": case_id, "state": result.step.new_state
+                              if result.step else None})
 
 
 def _receipt_json(receipt: Receipt) -> dict[str, Any]:
@@ -108,4 +121,5 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/api/cases", create_case)
     app.router.add_get("/api/cases/{case_id}", get_case)
     app.router.add_get("/api/cases/{case_id}/bundle", get_bundle)
+    app.router.add_post("/api/cases/{case_id}/retry", retry_forward)
     return app

@@ -35,16 +35,16 @@ from collections.abc import Callable
 from typing import Any
 
 from config.models import NodeConfig
-from protocol import bodies as b
-from protocol import decode
-from protocol.calendar import WorkingCalendar
-from receipts import KeyRegistry, NodeKeys, Postmaster
-from receipts.registry import record_from_public_json
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, MatterPolicy, Result
 from node.store import Changes, Store
 from node.transport import Inbound, NatsTransport, Transport
 from node.workdays import ChinaCalendar
+from protocol import bodies as b
+from protocol import decode
+from protocol.calendar import WorkingCalendar
+from receipts import KeyRegistry, NodeKeys, Postmaster
+from receipts.registry import record_from_public_json
 
 __all__ = ["Node", "wall_clock_ms"]
 
@@ -65,12 +65,10 @@ class Node:
         clock: Callable[[], int] = wall_clock_ms,
         calendar: WorkingCalendar | None = None,
         policy: Callable[[b.MatterRef], MatterPolicy] | None = None,
-        auto_accept: bool = False,
     ) -> None:
         self.config = config
         self.region = config.region
         self.clock = clock
-        self.auto_accept = auto_accept
         self.keys = NodeKeys.load(config.key_path, config.region)
         self.registry = KeyRegistry()
         self.registry.add_node(self.keys, valid_from=0)
@@ -85,7 +83,7 @@ class Node:
         self.transport: Transport = transport or NatsTransport(
             config.region, urls or list(config.nats.urls), config.nats,
             max_message_bytes=config.limits.max_message_bytes,
-            max_inflight=config.limits.outbox_inflight)
+            max_inflight=config.limits.outbox_inflight, ack_wait_s=config.limits.ack_wait_s)
         self.departments = [make_department(d, self._department_request)
                             for d in config.departments]
         self._queue: asyncio.Queue[tuple[Incoming | Command, Any]] = asyncio.Queue(
@@ -215,7 +213,7 @@ class Node:
         if step.new_state == "forwarding" and (step.old_state != "forwarding"
                                                or step.event == "operator_retry"):
             self._start_forwarding(result.case_id)
-        if self.auto_accept and step.new_state == "received" and step.old_state == "new":
+        if self.config.auto_review and step.new_state == "received" and step.old_state == "new":
             case = self.engine.load_case(result.case_id)
             if case is not None:
                 now = self.clock()

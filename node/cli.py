@@ -217,3 +217,7 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
         click.echo(f"measuring {seconds:g} s per figure ...", err=True)
     result = run(seconds=seconds, batch=batch)
     click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+if __name__ == "__main__":
+    main()

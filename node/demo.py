@@ -45,6 +45,7 @@ def demo_configs(base: Path, base_port: int) -> list[NodeConfig]:
             "name": name,
             "data_dir": str(base / region),
             "http": {"port": base_port + offset if base_port else 0},
+            "auto_review": region != COLLECTING,
             "departments": [{"kind": "desk", "name": f"{name}政务服务中心办理窗口",
                              "auto_conclude": region != COLLECTING}],
             "peers": [{"region": r, "name": n, "public": str(base / r / "keys" / "public.json")}
@@ -68,8 +69,7 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
                 if len(nodes) == len(configs):
                     started.set()
 
-            runs = [asyncio.create_task(serve(config, stop, urls=[nats_server.url], on_ready=ready,
-                                              auto_accept=config.region != COLLECTING))
+            runs = [asyncio.create_task(serve(config, stop, urls=[nats_server.url], on_ready=ready))
                     for config in configs]
             waiting = asyncio.create_task(started.wait())
             await asyncio.wait([waiting, *runs], return_when=asyncio.FIRST_COMPLETED)

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from node.store import Changes, Store
 from protocol import (
     Case,
     LocalProtocolError,
@@ -41,10 +42,9 @@ from protocol import (
 from protocol import bodies as b
 from protocol.codec import encode
 from protocol.fields import date_of
-from protocol.wire import decode_envelope
+from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import Letter, Postmaster
 from receipts.envelopes import Opened
-from node.store import Changes, Store
 
 __all__ = ["Command", "Engine", "Incoming", "MatterPolicy", "Result"]
 
@@ -211,7 +211,7 @@ class _Batch:
             if step.receipt is not None:
                 changes.receipts.append(_receipt_row(signed[step.receipt.digest]))
             if step.event_record is not None:
-                changes.events.append((case_id, now, encode(step.event_record)))
+                changes.events.append((case_id, now, encode(step.event_record)))  # for bundles
             changes.timers_cancel.extend((case_id, name) for name in step.cancel_timers)
             changes.timers_set.extend((case_id, n, due) for n, due in step.set_timers.items())
         letters, answers_for = [], []
@@ -301,7 +301,7 @@ class _Batch:
         stored: dict[int, Receipt] = {}
         if any(i not in in_batch for i in range(first, last + 1)):
             for raw in self.engine.store.receipts(case.case, case.ours, first, last):
-                receipt = Receipt.model_validate(decode(raw))
+                receipt = receipt_from_fields(decode(raw))
                 stored[receipt.index] = receipt
         return [in_batch.get(i) or stored[i] for i in range(first, last + 1)]
 

@@ -37,7 +37,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, *, urls: list[str] | No
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, config.http.host, config.http.port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        sockets = getattr(site._server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else config.http.port
         address = f"http://{config.http.host}:{port}"
         running = asyncio.create_task(node.run(stop))

@@ -88,12 +88,14 @@ class _NatsInbound:
 
 class NatsTransport:
     def __init__(self, region: str, urls: list[str], settings: NatsConfig, *,
-                 max_message_bytes: int = 1 << 20, max_inflight: int = 2000) -> None:
+                 max_message_bytes: int = 1 << 20, max_inflight: int = 2000,
+                 ack_wait_s: float = 10.0) -> None:
         self.region = region
         self.urls = urls
         self.settings = settings
         self.max_message_bytes = max_message_bytes
         self.max_inflight = max_inflight
+        self.ack_wait_s = ack_wait_s
         self.connected = False
         self._closing = False
         self._nc: Any = None
@@ -161,7 +163,7 @@ class NatsTransport:
                 durable_name="node",
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60.0,
+                ack_wait=self.ack_wait_s,
                 max_ack_pending=20_000,
             ))
             self._sub = await self._js.pull_subscribe_bind("node", stream=stream)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from protocol.codes import (
     AcceptanceModel,
@@ -87,13 +87,27 @@ class MatterRef(Wire):
     item: MatterCode | None = None  # 业务办理项编码
 
 
+def _checked_id_number(number: str, info: ValidationInfo) -> str:
+    """公民身份号码 (id type 111) check digit; 统一社会信用代码 (001) length."""
+    id_type = info.data.get("id_type")
+    if id_type == "111":
+        checked = check_id_number(number)
+        if checked != number:
+            raise ValueError("公民身份号码 check digit X must be upper case")
+    elif id_type == "001" and len(number) != 18:
+        raise ValueError("统一社会信用代码 has 18 characters (GB 32100)")
+    return number
+
+
 class Contact(Wire):
     """联系人/代理人."""
 
     name: Name
-    id_type: str = Field(pattern=r"^\d{3}$")  # GA/T 2000.156
+    id_type: str = Field(pattern=r"^[0-9]{3}$")  # GA/T 2000.156
     id_number: IdNumber
     phone: Phone
+
+    _check_id = field_validator("id_number")(_checked_id_number)
 
 
 class Applicant(Wire):
@@ -101,22 +115,16 @@ class Applicant(Wire):
 
     kind: ApplicantKind  # A.4 服务对象: 1 自然人, 2 企业法人 ...
     name: Name  # 申请者名称
-    id_type: str = Field(pattern=r"^\d{3}$")  # 证件类型代码 (111 居民身份证, 001 统一社会信用代码)
+    id_type: str = Field(pattern=r"^[0-9]{3}$")  # 证件类型代码 (111 居民身份证, 001 统一社会信用代码)
     id_number: IdNumber  # 证件号码
     phone: Phone | None = None  # 联系人手机号码
-    postcode: str | None = Field(default=None, pattern=r"^\d{6}$")
+    postcode: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
     address: Annotated[str, Field(max_length=200)] | None = None  # 通讯地址
     legal_representative: Name | None = None  # 法定代表人
     contact: Contact | None = None  # 联系人/代理人
     region: RegionCode | None = None  # 行政区划: where the applicant lives or is registered
 
-    @model_validator(mode="after")
-    def _check_id(self) -> Applicant:
-        if self.id_type == "111":
-            check_id_number(self.id_number)
-        elif self.id_type == "001" and len(self.id_number) != 18:
-            raise ValueError("统一社会信用代码 has 18 characters (GB 32100)")
-        return self
+    _check_id = field_validator("id_number")(_checked_id_number)
 
 
 class MaterialRef(Wire):
@@ -137,13 +145,17 @@ class MaterialRef(Wire):
     media_type: Annotated[str, Field(pattern=r"^[a-z]+/[0-9A-Za-z.+\-]+$")] | None = None
     key: Digest | None = None  # 32-byte content key
     chunk_size: int | None = Field(default=None, ge=1024, le=1 << 24)
+    #: Name in the materials object store: random, never derived from the content, so
+    #: access to the store does not confirm a guessed document.
+    object: Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-]{16,64}$")] | None = None
     verified_by: Name | None = None  # 核验人 (C→B upgrade at the window)
 
     @model_validator(mode="after")
     def _file_fields_together(self) -> MaterialRef:
-        fields = (self.sha256, self.size, self.media_type, self.key, self.chunk_size)
+        fields = (self.sha256, self.size, self.media_type, self.key, self.chunk_size, self.object)
         if any(f is not None for f in fields) and any(f is None for f in fields):
-            raise ValueError("a scanned material needs sha256, size, media_type, key and chunk_size")
+            raise ValueError("a scanned material needs sha256, size, media_type, key, chunk_size "
+                             "and object")
         return self
 
 

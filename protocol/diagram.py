@@ -169,8 +169,9 @@ def _message_table() -> str:
 def markdown(section: int = 7) -> str:
     """The generated part of docs/protocol.md §``section`` (without the markers)."""
     parts: list[str] = []
-    for number, role in enumerate(("collecting", "handling"), start=2):
-        rows = sum(1 for _ in _rows(role))
+    roles: tuple[Role, ...] = ("collecting", "handling")
+    for number, role in enumerate(roles, start=2):
+        rows = len(list(_rows(role)))
         parts += [
             f"### {section}.{number} {ROLE_TITLES[role]}\n",
             f"{len(_STATES[role])} states, {rows} transitions. "
@@ -193,14 +194,15 @@ def splice(document: str, section: str | None = None) -> str:
     start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
     end = document.index(END_MARKER, start)
     generated = markdown() if section is None else section
-    return f"{document[:start]}\n{generated}{document[end:]}"
+    # Blank lines around the section, so the last table ends before the end marker.
+    return f"{document[:start]}\n{generated}\n{document[end:]}"
 
 
 def generated_section(document: str) -> str:
     """The text between the markers of ``document``, as ``splice`` wrote it."""
     start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
     end = document.index(END_MARKER, start)
-    return document[start:end].removeprefix("\n")
+    return document[start:end].removeprefix("\n").removesuffix("\n")
 
 
 if __name__ == "__main__":

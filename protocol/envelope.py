@@ -24,8 +24,8 @@ with ``tag`` one of the ``TAG_*`` constants below. Digests name envelopes (dedup
 from __future__ import annotations
 
 import hashlib
-from functools import cached_property
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field

@@ -60,7 +60,7 @@ def application(now: int, *, window_no: str = "ZZ-TB-20261123-0001",
             b.MaterialRef(name="异地居住证明", collected=True, mode="electronic", count=1,
                           trust="C", sha256=bytes(range(32)), size=183_422,
                           media_type="application/pdf", key=bytes(range(32, 64)),
-                          chunk_size=262_144),
+                          chunk_size=262_144, object="m-3f9c2a7be1d04c58a6"),
         ),
         deferred=(
             b.DeferredItem(material="社区居住证明", pledge="本人承诺五个工作日内补交。",
@@ -105,7 +105,7 @@ def supplement(now: int) -> b.Supplement:
         materials=(b.MaterialRef(name="异地居住证明", collected=True, mode="electronic", count=1,
                                  trust="B", sha256=bytes(32), size=1024,
                                  media_type="application/pdf", key=bytes(32),
-                                 chunk_size=262_144),),
+                                 chunk_size=262_144, object="m-7d41e09b3ac25f16c0"),),
         supplied_at=now,
     )
 

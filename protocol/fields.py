@@ -61,7 +61,7 @@ Name = Annotated[str, AfterValidator(_nfc), StringConstraints(min_length=1, max_
 
 #: GB/T 2260 administrative division code: 6 digits, or the 9- and 12-digit forms
 #: (township, statistical) seen in practice (GB/T 39046 行政区划 n..9).
-RegionCode = Annotated[str, StringConstraints(pattern=r"^\d{6}(\d{3}|\d{6})?$")]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")]
 
 #: 实施编码 / 基本编码 / 业务办理项编码 and other codes of the catalog.
 MatterCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")]
@@ -79,7 +79,7 @@ Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
 #: Milliseconds since 1970-01-01T00:00:00Z; anything before 2000 or after 2200 is a bug.
 Millis = Annotated[int, Field(ge=946_684_800_000, le=7_258_118_400_000)]
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def _valid_date(value: str) -> str:
@@ -96,7 +96,7 @@ Date = Annotated[str, AfterValidator(_valid_date)]
 IdNumber = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z\-()（）]{1,50}$")]
 
 #: A phone number: mobile (11 digits) or landline with area code, optional extension.
-Phone = Annotated[str, StringConstraints(pattern=r"^(1\d{10}|0\d{2,3}-?\d{7,8}(-\d{1,6})?|\+?\d{6,20})$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^(1[0-9]{10}|0[0-9]{2,3}-?[0-9]{7,8}(-[0-9]{1,6})?|\+?[0-9]{6,20})$")]
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -105,7 +105,7 @@ _ID_CHECK = "10X98765432"
 def check_id_number(number: str) -> str:
     """Validate an 18-character 公民身份号码 (GB 11643-1999), check digit included."""
     upper = number.upper()
-    if not re.fullmatch(r"\d{17}[\dX]", upper):
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", upper):
         raise ValueError("公民身份号码 must be 17 digits and a check digit (0-9 or X)")
     total = sum(int(digit) * weight for digit, weight in zip(upper, _ID_WEIGHTS, strict=False))
     if _ID_CHECK[total % 11] != upper[-1]:

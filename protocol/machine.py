@@ -43,7 +43,8 @@ from protocol.errors import LocalProtocolError, ProtocolError, Reason, RemotePro
 from protocol.fields import date_of, end_of_day
 from protocol.states import LOCAL_EVENTS, REMOTE_EVENTS, TIMER_EVENTS, TRANSITIONS, Role
 
-__all__ = ["TAG_EVENT", "Case", "Outgoing", "Step", "event_digest", "event_for_message"]
+__all__ = ["TAG_EVENT", "Case", "Outgoing", "Step", "event_digest", "event_for_message",
+           "event_record"]
 
 TAG_EVENT = b"tongban/1 event\x00"
 
@@ -100,23 +101,21 @@ class Step:
     event_record: dict[str, Any] | None  # local events: what ``receipt.cause`` digests
 
 
-def event_digest(at: int, body: Any) -> bytes:
-    """The ``cause`` of a receipt for a local event (docs/protocol.md §6.2).
+def event_record(event: str, at: int, index: int, body: Any) -> dict[str, Any]:
+    """A local event as the receipt it caused records it (docs/protocol.md §6.2).
 
-    It digests the time and the body only, so the other side can recompute it from
-    the body of the message the event sent, whatever the event was called.
+    ``index`` is the index of that receipt, so two identical events in the same
+    millisecond still have different records.
     """
-    fields: dict[str, Any] = {"at": at}
-    if body is not None:
-        fields["body"] = body.model_dump(exclude_none=True)
-    return leaf_digest(TAG_EVENT, encode(fields))
-
-
-def _event_record(event: str, at: int, body: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {"event": event, "at": at}
+    record: dict[str, Any] = {"event": event, "at": at, "index": index}
     if body is not None:
         record["body"] = body.model_dump(exclude_none=True)
     return record
+
+
+def event_digest(record: dict[str, Any]) -> bytes:
+    """The ``cause`` of a receipt for a local event: the digest of its event record."""
+    return leaf_digest(TAG_EVENT, encode(record))
 
 
 def event_for_message(kind: str, body: Any) -> str:
@@ -137,7 +136,8 @@ def event_for_message(kind: str, body: Any) -> str:
         case "rejection", b.Rejection(code=code) if code == Reason.WITHDRAWAL_TOO_LATE.code:
             return "withdrawal_refused"
         case "rejection", _:
-            raise RemoteProtocolError(Reason.INVALID_FIELD, "a case rejection must be in-band")
+            raise RemoteProtocolError(
+                Reason.INVALID_FIELD, "only a withdrawal refusal may travel inside a case's chain")
         case "received" | "withdrawal" | "withdrawn" | "forwarded" | "outcome" | "outcome_ack" \
                 | "supplement" | "delivery" | "evaluation", _:
             return _KIND_EVENTS[kind]
@@ -182,6 +182,7 @@ class Case:
         promised_date: str | None = None,
         suspended_on: str | None = None,
         forward_attempts: int = 0,
+        received_at: int | None = None,
     ) -> None:
         self.case = case
         self.role: Role = role
@@ -202,6 +203,7 @@ class Case:
         self.promised_date = promised_date
         self.suspended_on = suspended_on
         self.forward_attempts = forward_attempts
+        self.received_at = received_at
 
     # ------------------------------------------------------------ persistence
 
@@ -209,6 +211,7 @@ class Case:
         "case", "role", "ours", "theirs", "our_key", "acceptance", "promise_days",
         "promise_unit", "state", "our_index", "our_last", "sent_index", "their_index",
         "their_last", "timers", "promised_date", "suspended_on", "forward_attempts",
+        "received_at",
     )
 
     def snapshot(self) -> dict[str, Any]:
@@ -243,9 +246,9 @@ class Case:
                 f"not {type(body).__name__}",
             )
         if event == "notice_due":
-            body = self._deemed_acceptance(now)
+            body = self._deemed_acceptance()
         self._check_body(event, body, LocalProtocolError)
-        return self._apply(event, body, cause=event_digest(now, body), now=now, local=True)
+        return self._apply(event, body, cause=None, now=now)
 
     def receive(
         self, envelope: Envelope, body: Any, receipts: Sequence[Receipt], now: int
@@ -280,7 +283,7 @@ class Case:
         self._check_body(event, body, RemoteProtocolError)
         self._transition(event, RemoteProtocolError)  # check before mutating anything
         self.their_index, self.their_last = last.index, last.digest
-        return self._apply(event, body, cause=envelope.digest, now=now, local=False)
+        return self._apply(event, body, cause=envelope.digest, now=now)
 
     # ------------------------------------------------------------ helpers for callers
 
@@ -303,6 +306,9 @@ class Case:
             ) from None
 
     def _check_body(self, event: str, body: Any, error: type[ProtocolError]) -> None:
+        if event.startswith("window_") and self.acceptance != "collecting_decides":
+            raise error(Reason.NOT_AUTHORISED,
+                        f"{event!r}: only the collecting-decides model lets the window decide")
         if event == "submit_decided" and self.role == "handling" \
                 and self.acceptance != "collecting_decides":
             raise error(Reason.NOT_AUTHORISED, f"matter of case {self.case}")
@@ -313,11 +319,17 @@ class Case:
         if event in ("step", "suspend", "resume") and body.event != event:
             raise error(Reason.INVALID_FIELD, f"progress body says {body.event!r}, not {event!r}")
 
-    def _apply(self, event: str, body: Any, *, cause: bytes, now: int, local: bool) -> Step:
+    def _apply(self, event: str, body: Any, *, cause: bytes | None, now: int) -> Step:
+        """``cause``: the envelope's digest for a remote event, None for a local one."""
+        local = cause is None
         transition = self._transition(event, LocalProtocolError if local else RemoteProtocolError)
         old_state = self.state
         receipt = None
+        record = None
         if transition.receipt is not None:
+            if cause is None:
+                record = event_record(event, now, self.our_index + 1, body)
+                cause = event_digest(record)
             receipt = Receipt(
                 case=self.case,
                 index=self.our_index + 1,
@@ -333,6 +345,7 @@ class Case:
             self.our_index, self.our_last = receipt.index, receipt.digest
         send = None
         if transition.send is not None:
+            assert cause is not None  # the table gives every sending transition a receipt
             send = Outgoing(
                 kind=transition.send,
                 body=self._outgoing_body(transition.send, body, cause, now),
@@ -341,6 +354,8 @@ class Case:
             )
             self.sent_index = self.our_index
         set_timers, cancel_timers = self._timers(transition.timers, event, body, now)
+        if event in ("submit", "submit_decided") and self.role == "handling":
+            self.received_at = body.window.received_at  # 收到申请材料之日 (§32)
         if transition.new_state == "suspended" and old_state != "suspended":
             self.suspended_on = date_of(now).isoformat()  # the 特别程序 stops the clock
         if event == "forward_failed":
@@ -356,7 +371,7 @@ class Case:
             send=send,
             set_timers=set_timers,
             cancel_timers=cancel_timers,
-            event_record=_event_record(event, now, body) if local else None,
+            event_record=record,
         )
 
     def _outgoing_body(self, kind: str, body: Any, cause: bytes, now: int) -> Any:
@@ -408,12 +423,14 @@ class Case:
         assert self.promised_date is not None
         return end_of_day(dt.date.fromisoformat(self.promised_date))
 
-    def _deemed_acceptance(self, now: int) -> b.Accept:
-        """行政许可法 §32 (四): no 补正 notice within 5 days means accepted."""
+    def _deemed_acceptance(self) -> b.Accept:
+        """行政许可法 §32 (四): no 补正 notice within 5 days means accepted, as of the day
+        the materials were received ("自收到申请材料之日起即为受理")."""
+        assert self.received_at is not None
         return b.Accept(
             doc_no=f"视为受理-{self.case}"[:50],
-            accepted_at=now,
-            promised_date=self.promised_date_from(now),
+            accepted_at=self.received_at,
+            promised_date=self.promised_date_from(self.received_at),
             decided_by="依法视为受理",
             deemed=True,
         )

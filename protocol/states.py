@@ -31,7 +31,8 @@ Timers (persisted by the node, fired back in as local events):
 Acceptance models: the handling side decides (``submit``), or, where the catalog
 entry authorises it, the collecting window decides and the application arrives
 already accepted (``submit_decided``). 一次性告知: a case can be asked for 补正
-once; after the supplement the reviewer accepts or refuses.
+once, by the reviewer or (collecting-decides model) by the window; after the
+supplement it is accepted or refused.
 
 ``docs/protocol.md`` shows these tables and a diagram generated from them
 (``python -m protocol.diagram``).
@@ -82,7 +83,14 @@ TRANSITIONS: dict[tuple[Role, str, str], Transition] = {
     (_C, "collected", "submit_decided"): T("sent_decided", "accepted_at_window", send="application"),
     # The window's own 一次性告知 and refusal (collecting-decides model), before sending.
     (_C, "collected", "window_supplement"): T("awaiting_materials", "window_supplement_notice"),
-    (_C, "awaiting_materials", "window_supplemented"): T("collected", "window_supplemented"),
+    (_C, "awaiting_materials", "window_supplemented"): T(
+        "supplied_at_window", "window_supplemented"
+    ),
+    (_C, "supplied_at_window", "submit_decided"): T(
+        "sent_decided", "accepted_at_window", send="application"
+    ),
+    (_C, "supplied_at_window", "window_refuse"): T("refused", "refused_at_window"),
+    (_C, "supplied_at_window", "withdraw"): T("withdrawn", "withdrawn"),
     (_C, "collected", "window_refuse"): T("refused", "refused_at_window"),
     (_C, "awaiting_materials", "window_refuse"): T("refused", "refused_at_window"),
     (_C, "collected", "withdraw"): T("withdrawn", "withdrawn"),
@@ -213,6 +221,7 @@ STATE_NAMES_ZH = {
     "new": "新建",
     "collected": "已收件",
     "awaiting_materials": "窗口补正中",
+    "supplied_at_window": "窗口已补正",
     "sent": "已推送",
     "sent_decided": "已受理并推送",
     "under_review": "已签收·初审中",

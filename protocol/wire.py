@@ -30,13 +30,13 @@ __all__ = [
     "decode_payload",
     "encode_envelope",
     "encode_payload",
+    "receipt_from_fields",
     "validation_detail",
 ]
 
 _BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     kind: TypeAdapter(model) for kind, model in BODY_TYPES.items()
 }
-_RECEIPTS = TypeAdapter(tuple[Receipt, ...])
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
@@ -81,15 +81,26 @@ def decode_payload(kind: str, data: bytes) -> tuple[Any, tuple[Receipt, ...]]:
     fields = decode(data)
     if not isinstance(fields, dict) or set(fields) - {"body", "receipts"} or "body" not in fields:
         raise DecodeError(Reason.MALFORMED, "a payload is a map of body and receipts")
+    raw_receipts = fields.get("receipts", ())
+    if not isinstance(raw_receipts, tuple):
+        raise DecodeError(Reason.INVALID_FIELD, "receipts: an array")
     try:
         body = _BODY_ADAPTERS[kind].validate_python(fields["body"])
-        receipts = _RECEIPTS.validate_python(fields.get("receipts", ()))
     except ValidationError as exc:
         raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
-    for receipt, raw in zip(receipts, fields.get("receipts", ()), strict=True):
-        signed = {k: v for k, v in raw.items() if k != "sig"}
-        receipt.__dict__["digest"] = leaf_digest(TAG_RECEIPT, repack(signed))
-    return body, receipts
+    return body, tuple(receipt_from_fields(raw) for raw in raw_receipts)
+
+
+def receipt_from_fields(fields: Any) -> Receipt:
+    """A receipt from its decoded (canonical) map; its digest is that of exactly the
+    fields that were signed, even where a sender left out a field at its default."""
+    try:
+        receipt = Receipt.model_validate(fields)
+    except ValidationError as exc:
+        raise DecodeError(Reason.INVALID_FIELD, "receipt: " + validation_detail(exc)) from exc
+    signed = {k: v for k, v in fields.items() if k != "sig"}
+    receipt.__dict__["digest"] = leaf_digest(TAG_RECEIPT, repack(signed))
+    return receipt
 
 
 def validation_detail(exc: ValidationError) -> str:

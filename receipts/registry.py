@@ -4,11 +4,12 @@ A ``KeyRecord`` is valid from ``valid_from`` until ``valid_until`` (rotation: th
 old and the new key overlap for a while) unless it is revoked. Two questions are
 asked of it, with different answers on purpose:
 
-* ``for_new_message``: may a message arriving *now* be signed by this key? Not once
-  the key is revoked, whatever time the message claims (a stolen key can backdate).
-* ``for_record_at``: did this key validly sign a receipt made at time ``t``? Yes if
-  ``t`` falls in its validity and before any revocation, so receipts made before a
-  revocation still verify afterwards.
+* a message arriving *now* (``signing_key(..., now=now)``): may this key sign it?
+  Not once the key is revoked, whatever time the message claims (a stolen key can
+  backdate).
+* a receipt made at time ``t`` (``signing_key(key, region, t)``): did this key
+  validly sign it? Yes if ``t`` falls in its validity and before any revocation, so
+  receipts made before a revocation still verify afterwards.
 
 The circle registry (``routing``) fills a ``KeyRegistry`` from the signed member list.
 """

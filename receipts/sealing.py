@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey

@@ -31,7 +31,7 @@ from protocol import examples as ex
 from protocol.calendar import WeekdayCalendar
 from protocol.codec import encode
 from protocol.envelope import TAG_ENVELOPE, TAG_RECEIPT, EncryptionHeader, Envelope
-from protocol.machine import TAG_EVENT, Case, event_digest
+from protocol.machine import TAG_EVENT, Case, event_digest, event_record
 from protocol.wire import encode_envelope, encode_payload
 from receipts.keys import key_id, raw_public
 from receipts.materials import decrypt_chunks, encrypt_chunks
@@ -51,7 +51,7 @@ MESSAGE_ID = "410100-20261123-000001"
 
 #: The fixed secrets. Never use these keys for anything but test vectors.
 SEEDS: dict[str, bytes] = {
-    "collecting_sign": bytes(range(0, 32)),  # Ed25519 private key of 410100 (郑州)
+    "collecting_sign": bytes(range(32)),  # Ed25519 private key of 410100 (郑州)
     "collecting_encrypt": bytes(range(32, 64)),  # X25519 private key of 410100
     "handling_sign": bytes(range(64, 96)),  # Ed25519 private key of 370100 (济南)
     "handling_encrypt": bytes(range(96, 128)),  # X25519 private key of 370100
@@ -141,20 +141,19 @@ def _receipts() -> tuple[list[Any], dict[str, Any]]:
 
 def _event_vectors(records: dict[str, Any]) -> dict[str, Any]:
     collect = records["collect"]
-    fields = {"at": collect["at"], "body": collect["body"]}
-    bare = {"at": NOW}
+    bare = event_record("archive", NOW, 7, None)
     return {
         "tag": TAG_EVENT.hex(),
         "collect": {
             "record": _json(collect),
-            "digested_fields": "at, body",
-            "canonical_sha256": hashlib.sha256(encode(fields)).hexdigest(),
-            "digest": event_digest(collect["at"], ex.application(NOW)).hex(),
+            "digested_fields": "event, at, index, body",
+            "canonical_sha256": hashlib.sha256(encode(collect)).hexdigest(),
+            "digest": event_digest(collect).hex(),
         },
         "no_body": {
             "fields": bare,
             "canonical": encode(bare).hex(),
-            "digest": event_digest(NOW, None).hex(),
+            "digest": event_digest(bare).hex(),
         },
     }
 
