@@ -95,6 +95,8 @@ class Node:
         self._tasks: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()
         self.counts = {"processed": 0, "batches": 0, "published": 0, "rejected": 0}
+        #: Called with every ``Result`` once it is on disk (live pages, benchmarks).
+        self.observers: list[Callable[[Result], None]] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.region} {self.counts} queue={self._queue.qsize()}>"
@@ -186,6 +188,8 @@ class Node:
             elif not handle.done():
                 handle.set_result(result)
             self._after(result, follow_up)
+            for observer in self.observers:
+                observer(result)
         for msg_id, subject, wire, _ in changes.outbox:
             self._outbox.put_nowait((msg_id, subject, wire))
         if changes.resend:

@@ -205,6 +205,24 @@ def bench() -> None:
     """Benchmarks that measure this machine (figures for the closing notes)."""
 
 
+@bench.command("e2e")
+@click.option("--seconds", default=20.0, show_default=True, help="Measuring time of each phase.")
+@click.option("--window", default=2000, show_default=True, help="Applications in flight.")
+@click.option("--soak", default=0.0, show_default=True,
+              help="Also run this many seconds at half load, sampling memory (600 for 10 min).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def bench_e2e(seconds: float, window: int, soak: float, as_json: bool) -> None:
+    """Two nodes over one nats-server: apps/s, latency, memory, and the raw NATS floor."""
+    from node.bench_e2e import run
+
+    if not as_json:
+        click.echo(f"measuring: warm-up, {seconds:g} s at full load, {seconds:g} s at half "
+                   f"load{f', {soak:g} s soak' if soak else ''} ...", err=True)
+    _logging()
+    result = run(seconds=seconds, window=window, soak=soak)
+    click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
+
+
 @bench.command("protocol")
 @click.option("--seconds", default=2.0, show_default=True, help="Measuring time per figure.")
 @click.option("--batch", default=64, show_default=True, help="Items per Merkle-batched signature.")

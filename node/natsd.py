@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from node.children import die_with_parent
+
 __all__ = ["EmbeddedNats", "NatsServerError", "find_nats_server"]
 
 log = logging.getLogger("tongban.natsd")
@@ -80,7 +82,7 @@ class EmbeddedNats:
                 "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
                 "-l", str(log_file), *self.extra_args]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         ports_file = ports_dir / f"{binary.name}_{self.process.pid}.ports"
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:

@@ -108,7 +108,7 @@ class Changes:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return any(dataclasses.astuple(self))
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 class Store:

@@ -65,6 +65,8 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         )
     except DecodeError:
         raise
+    except msgpack.StackError as exc:  # nesting beyond the unpacker's own stack
+        raise DecodeError(Reason.TOO_DEEP, f"deeper than {max_depth}") from exc
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
             UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
@@ -87,13 +89,19 @@ def _canonical(value: Any) -> Any:
         for key in value:
             if type(key) is not str:
                 raise LocalProtocolError(Reason.INVALID_FIELD, "map keys must be strings")
+            if not key.isascii() and not unicodedata.is_normalized("NFC", key):
+                raise LocalProtocolError(Reason.NON_CANONICAL, "a map key is not in NFC form")
         # Python orders str by code point, which is the order of their UTF-8 bytes.
         return {key: _canonical(item) for key, item in sorted(value.items()) if item is not None}
     if kind is str:
         if not value.isascii() and not unicodedata.is_normalized("NFC", value):
             raise LocalProtocolError(Reason.NON_CANONICAL, "string is not in NFC form")
         return value
-    if kind is int or kind is bytes or kind is bool:
+    if kind is int:
+        if not -(1 << 63) <= value < 1 << 64:
+            raise LocalProtocolError(Reason.INVALID_FIELD, "integer outside msgpack's 64-bit range")
+        return value
+    if kind is bytes or kind is bool:
         return value
     if kind is list or kind is tuple:
         return [_canonical(item) for item in value]
@@ -101,7 +109,7 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, str):
         return _canonical(str.__str__(value))
     if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
+        return _canonical(int(value))
     if isinstance(value, dict):
         return _canonical(dict(value))
     if isinstance(value, list | tuple):

@@ -216,7 +216,9 @@ class Case:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to ``restore`` this case; plain, msgpack-able values."""
-        return {name: getattr(self, name) for name in self._SNAPSHOT}
+        snapshot = {name: getattr(self, name) for name in self._SNAPSHOT}
+        snapshot["timers"] = dict(self.timers)
+        return snapshot
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any], calendar: WorkingCalendar) -> Case:
@@ -246,6 +248,7 @@ class Case:
                 f"not {type(body).__name__}",
             )
         if event == "notice_due":
+            self._transition(event, LocalProtocolError)  # before building the body
             body = self._deemed_acceptance()
         self._check_body(event, body, LocalProtocolError)
         return self._apply(event, body, cause=None, now=now)
@@ -426,7 +429,8 @@ class Case:
     def _deemed_acceptance(self) -> b.Accept:
         """行政许可法 §32 (四): no 补正 notice within 5 days means accepted, as of the day
         the materials were received ("自收到申请材料之日起即为受理")."""
-        assert self.received_at is not None
+        if self.received_at is None:
+            raise LocalProtocolError(Reason.INVALID_FIELD, "the window's receipt time is unknown")
         return b.Accept(
             doc_no=f"视为受理-{self.case}"[:50],
             accepted_at=self.received_at,

@@ -176,6 +176,7 @@ TRANSITIONS: dict[tuple[Role, str, str], Transition] = {
     (_H, "outcome_acknowledged", "deliver"): T("delivered", "delivered"),
     (_H, "delivered", "evaluate"): T("evaluated", "evaluated"),
     (_H, "delivered", "archive"): T("archived", "archived"),
+    (_H, "archived", "evaluate"): T("archived", "evaluated"),  # 好差评 after archiving
     (_H, "evaluated", "archive"): T("archived", "archived"),
     (_H, "refused", "archive"): T("archived", "archived"),
     (_H, "withdrawn", "archive"): T("archived", "archived"),

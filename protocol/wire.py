@@ -19,6 +19,7 @@ from protocol.envelope import (
     PROTOCOL_VERSION,
     TAG_ENVELOPE,
     TAG_RECEIPT,
+    EncryptionHeader,
     Envelope,
     Receipt,
     leaf_digest,
@@ -34,6 +35,8 @@ __all__ = [
     "validation_detail",
 ]
 
+_ENVELOPE_FIELDS = set(Envelope.model_fields) - {"sig"}
+_ENC_FIELDS = set(EncryptionHeader.model_fields)
 _BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     kind: TypeAdapter(model) for kind, model in BODY_TYPES.items()
 }
@@ -49,7 +52,7 @@ def decode_envelope(data: bytes) -> Envelope:
     if not isinstance(fields, dict):
         raise DecodeError(Reason.MALFORMED, "an envelope is a map")
     version = fields.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise DecodeError(
             Reason.UNSUPPORTED_VERSION,
             f"version {version!r}; this node speaks version {PROTOCOL_VERSION}",
@@ -63,6 +66,8 @@ def decode_envelope(data: bytes) -> Envelope:
     # The decoded fields are canonical already: derive the digest and the header bytes
     # from them instead of encoding the model again (the cached properties).
     signed = {k: v for k, v in fields.items() if k != "sig"}
+    if set(signed) != _ENVELOPE_FIELDS or set(fields["enc"]) != _ENC_FIELDS:
+        raise DecodeError(Reason.NON_CANONICAL, "envelope: every field with a value is written")
     envelope.__dict__["digest"] = leaf_digest(TAG_ENVELOPE, repack(signed))
     del signed["payload"]
     envelope.__dict__["header_bytes"] = repack(signed)
@@ -99,6 +104,9 @@ def receipt_from_fields(fields: Any) -> Receipt:
     except ValidationError as exc:
         raise DecodeError(Reason.INVALID_FIELD, "receipt: " + validation_detail(exc)) from exc
     signed = {k: v for k, v in fields.items() if k != "sig"}
+    if len(signed) != len(receipt.signed_fields()):
+        # A field left out at its default: the bytes signed would not be the bytes stored.
+        raise DecodeError(Reason.NON_CANONICAL, "receipt: every field with a value is written")
     receipt.__dict__["digest"] = leaf_digest(TAG_RECEIPT, repack(signed))
     return receipt
 
@@ -108,5 +116,13 @@ def validation_detail(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
         where = ".".join(str(p) for p in error["loc"]) or "(message)"
-        parts.append(f"{where}: {error['msg']}")
+        message = error["msg"]
+        if error["type"] == "union_tag_invalid":
+            context = error.get("ctx") or {}
+            message = (f"unknown {context.get('discriminator', 'tag')}; expected one of "
+                       f"{context.get('expected_tags', '')}")
+        shown = error.get("input")
+        if isinstance(shown, str | bytes | int) and str(shown) in message:
+            message = error["type"]  # the message would quote the value
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -133,7 +133,10 @@ def verify_bundle(data: bytes) -> BundleReport:
     for envelope, body in envelopes:
         bodies_by_actor[envelope.sender].append(body)
     made_by = fields["made_by"]
-    all_causes = {r.cause for r in receipts}
+    sides = set(chains) | {e.sender for e, _ in envelopes} | {e.recipient for e, _ in envelopes}
+    if sides and made_by not in sides:
+        raise BundleError("bundle", f"made_by {made_by} is not a side of the case")
+    all_causes = {r.cause for r in receipts if r.actor == made_by}
     own_events: set[bytes] = set()
     for i, record in enumerate(fields["events"]):
         if not isinstance(record, dict) or not isinstance(record.get("at"), int):
@@ -196,8 +199,8 @@ def _registry(records: Sequence[Any]) -> KeyRegistry:
     for i, record in enumerate(records):
         try:
             registry.add(KeyRecord.from_wire(dict(record)))
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"key {i}", str(exc)) from exc
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BundleError(f"key {i}", str(exc) or type(exc).__name__) from exc
     return registry
 
 

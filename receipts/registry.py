@@ -41,6 +41,18 @@ class KeyRecord:
     revoked_at: int | None = None
 
     def __post_init__(self) -> None:
+        if self.purpose not in ("sign", "encrypt"):
+            raise ValueError(f"purpose {self.purpose!r} is neither sign nor encrypt")
+        if not isinstance(self.public, bytes) or len(self.public) != 32:
+            raise ValueError("a public key has 32 bytes")
+        for name in ("valid_from", "valid_until", "revoked_at"):
+            value = getattr(self, name)
+            if value is not None and type(value) is not int:
+                raise ValueError(f"{name} must be integer milliseconds")
+        if type(self.valid_from) is not int:
+            raise ValueError("valid_from must be integer milliseconds")
+        if not isinstance(self.key_id, str) or not isinstance(self.region, str):
+            raise ValueError("key_id and region are strings")
         alg = "ed25519" if self.purpose == "sign" else "x25519"
         if key_id(alg, self.public) != self.key_id:
             raise ValueError(f"key id {self.key_id} does not match its public key")

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from node.children import die_with_parent
 from node.natsd import EmbeddedNats
 from receipts import NodeKeys, verify_bundle
 
@@ -110,7 +111,7 @@ class Cluster:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "node.cli", "node", "--config", str(self.configs[region]),
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent)
         log.close()
         self.processes[region] = process
         deadline = asyncio.get_running_loop().time() + timeout

@@ -19,7 +19,7 @@ from protocol import examples as ex
 from protocol.errors import Reason
 from receipts import KeyRegistry, Letter, NodeKeys, Postmaster, build_bundle, verify_bundle
 
-T0 = 1_795_400_000_000  # 2026-11-20T09:33:20+08:00, a Friday
+T0 = 1_795_400_000_000  # 2026-11-23T10:13:20+08:00, a Monday
 _KEYS = {region: NodeKeys.generate(region) for region in (ex.COLLECTING, ex.HANDLING)}
 
 
@@ -68,13 +68,19 @@ class Side:
         self._carry_out(case_id, step, now, answer_to=None)
         return step
 
-    def fire_timers(self, now: int) -> list[Step]:
-        """Fire every timer due by ``now`` (the node's persisted timers do this)."""
+    def fire_timers(self, now: int, *, at: int | None = None) -> list[Step]:
+        """Fire every timer due by ``now`` (the node's persisted timers do this).
+
+        Each fires at ``due + 1``, or, given ``at``, at ``at``, ``at + 1`` … (a
+        scheduler that wakes late fires overdue timers when it wakes).
+        """
         steps = []
+        instants = itertools.count(at) if at is not None else None
         for case_id, case in self.cases.items():
             for name, due in sorted(case.timers.items(), key=lambda t: t[1]):
                 if due <= now and name in case.timers:
-                    steps.append(self.local(case_id, f"{name}_due", None, due + 1))
+                    fired_at = next(instants) if instants is not None else due + 1
+                    steps.append(self.local(case_id, f"{name}_due", None, fired_at))
         return steps
 
     def deliver(self, wire: bytes, now: int) -> Delivered:
@@ -134,6 +140,17 @@ class Side:
     def verify(self, case_id: str) -> None:
         verify_bundle(self.bundle(case_id))
 
+    # ---------------------------------------------------------------- test helpers
+
+    def kinds(self, case_id: str) -> list[str]:
+        """The kinds of our own receipts for ``case_id``, in chain order."""
+        return [r.kind for r in self.chains[case_id]]
+
+    def take_outbox(self) -> list[bytes]:
+        """Everything queued to send, removed from the outbox."""
+        taken, self.outbox[:] = list(self.outbox), []
+        return taken
+
 
 def registry() -> KeyRegistry:
     reg = KeyRegistry()
@@ -145,10 +162,12 @@ def registry() -> KeyRegistry:
 class Pair:
     """A collecting and a handling side sharing one registry and an in-memory network."""
 
-    def __init__(self, *, acceptance: str = "handling_decides") -> None:
+    def __init__(self, *, acceptance: str = "handling_decides",
+                 handling_acceptance: str | None = None) -> None:
         self.registry = registry()
         self.collecting = Side(ex.COLLECTING, ex.HANDLING, self.registry, acceptance=acceptance)
-        self.handling = Side(ex.HANDLING, ex.COLLECTING, self.registry, acceptance=acceptance)
+        self.handling = Side(ex.HANDLING, ex.COLLECTING, self.registry,
+                             acceptance=handling_acceptance or acceptance)
 
     def side(self, region: str) -> Side:
         return self.collecting if region == ex.COLLECTING else self.handling
@@ -170,3 +189,35 @@ class Pair:
 
     def states(self, case_id: str) -> tuple[str, str]:
         return (self.collecting.cases[case_id].state, self.handling.cases[case_id].state)
+
+
+def example_body(case: Case, event: str, now: int, application: Any = None) -> Any:
+    """A valid example body for a local ``event`` of ``case`` at ``now`` (``None`` if it takes none).
+
+    ``application`` is the body for collect/submit/submit_decided: a collecting side
+    must send the very body it collected (the collected receipt's cause digests it).
+    """
+    match event:
+        case "collect" | "submit" | "submit_decided":
+            return application if application is not None else ex.application(now)
+        case "window_supplement" | "request_supplement":
+            return ex.supplement_request(now)
+        case "window_supplemented" | "supplement":
+            return ex.supplement(now)
+        case "window_refuse" | "refuse":
+            return ex.refuse(now)
+        case "withdraw":
+            return ex.withdrawal(now)
+        case "deliver":
+            return ex.delivery(now)
+        case "evaluate":
+            return ex.evaluation(now)
+        case "accept":
+            return ex.accept(now, promised_date=case.promised_date_from(now))
+        case "forwarded":
+            return ex.forwarded(now, attempts=case.forward_attempts + 1)
+        case "step" | "suspend" | "resume":
+            return ex.progress(now, event)
+        case "conclude":
+            return ex.outcome(now)
+    return None
