@@ -106,7 +106,9 @@ class _Load:
     async def drain(self, timeout: float) -> None:
         deadline = time.perf_counter() + timeout
         while (self.started or self.submitting) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 0.05)
         if self.started:
             raise RuntimeError(f"{len(self.started)} applications did not finish in {timeout:g} s: "
                                f"{self.node.store.count_states()}")

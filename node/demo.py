@@ -81,7 +81,7 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
                         raise run.exception()  # type: ignore[misc]
                 return 1
             click.echo(f"tongban demo · NATS {nats_server.url} · data {base}")
-            for region, (node, address) in sorted(nodes.items()):
+            for region, (_, address) in sorted(nodes.items()):
                 role = "通办专窗（收件地）" if region == COLLECTING else "办理地（自动初审、部门自动办结）"
                 click.echo(f"  {REGIONS[region]} {region}  {address}/api/health   {role}")
             ok = await walk(nodes[COLLECTING][0], "370100")

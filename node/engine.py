@@ -275,7 +275,7 @@ class _Batch:
         self.cases[case_id] = case
         self.meta[case_id] = {"matter": item.body.matter.code,
                               "window_no": item.body.window.window_no}
-        self.changes.bodies.append((case_id, "application", encode(item.body.model_dump())))
+        self.changes.bodies.append((case_id, "application", item.body.canonical_bytes))
         self.steps.append((case_id, step, None))
         return Result("applied", case_id, step)
 
@@ -291,7 +291,7 @@ class _Batch:
                     calendar=self.engine.calendar, acceptance=policy.acceptance,  # type: ignore[arg-type]
                     promise_days=policy.promise_days, promise_unit=policy.promise_unit)
         self.meta[envelope.case] = {"matter": body.matter.code, "window_no": body.window.window_no}
-        self.changes.bodies.append((envelope.case, "application", encode(body.model_dump())))
+        self.changes.bodies.append((envelope.case, "application", body.canonical_bytes))
         return case
 
     def _our_receipts(self, case: Case, first: int, last: int,
@@ -360,7 +360,7 @@ def _sender_of(data: bytes) -> str | None:
 def _receipt_row(receipt: Receipt) -> dict[str, Any]:
     return {"case_id": receipt.case, "actor": receipt.actor, "idx": receipt.index,
             "kind": receipt.kind, "at": receipt.at, "digest": receipt.digest,
-            "receipt": encode(receipt.model_dump(exclude_none=True))}
+            "receipt": receipt.canonical_bytes}
 
 
 def _envelope_row(opened: Opened, direction: str, now: int, wire: bytes) -> dict[str, Any]:

@@ -81,7 +81,8 @@ class EmbeddedNats:
         args = [str(binary), "-a", self.host, "-p", str(self.port), "-js",
                 "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
                 "-l", str(log_file), *self.extra_args]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # Popen returns as soon as the child is forked; waiting for it happens in a thread.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                                         stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         ports_file = ports_dir / f"{binary.name}_{self.process.pid}.ports"
         deadline = time.monotonic() + self.ready_timeout

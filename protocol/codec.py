@@ -27,7 +27,7 @@ import msgpack
 
 from protocol.errors import DecodeError, LocalProtocolError, Reason
 
-__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "canonical", "decode", "encode", "repack"]
+__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Raw", "canonical", "decode", "encode", "repack"]
 
 #: Largest canonical message accepted. Materials travel separately (object store),
 #: so a message holds forms and references only.
@@ -38,14 +38,63 @@ MAX_DEPTH = 16
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
+class Raw:
+    """A value that is already canonical msgpack bytes, spliced into ``encode``'s output
+    as it is (a cached body inside a larger map), so it is not walked again."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Raw) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return f"Raw({len(self.data)} bytes)"
+
+
 def encode(value: Any) -> bytes:
     """Return the canonical bytes of ``value`` (maps, lists, str, bytes, int, bool).
 
     ``None`` values inside maps are dropped; a ``None`` anywhere else, a float or
-    any other type is our own mistake and raises ``LocalProtocolError``.
+    any other type is our own mistake and raises ``LocalProtocolError``. ``Raw``
+    values are spliced in unchanged.
     """
-    packed: bytes = _packb(_canonical(value))
+    canonical_value = _canonical(value)
+    try:
+        packed: bytes = _packb(canonical_value)
+    except TypeError:  # a Raw inside: assemble around it
+        return _pack_spliced(canonical_value)
     return packed
+
+
+def _pack_spliced(value: Any) -> bytes:
+    kind = type(value)
+    if kind is Raw:
+        return value.data  # type: ignore[no-any-return]
+    if kind is dict:
+        parts = [_header(len(value), 0x80, 0xDE)]
+        for key, item in value.items():
+            parts.append(_packb(key))
+            parts.append(_pack_spliced(item))
+        return b"".join(parts)
+    if kind is list:
+        return _header(len(value), 0x90, 0xDC) + b"".join(_pack_spliced(i) for i in value)
+    packed: bytes = _packb(value)
+    return packed
+
+
+def _header(length: int, fix: int, family16: int) -> bytes:
+    """msgpack map (0x80/0xde/0xdf) or array (0x90/0xdc/0xdd) header of ``length``."""
+    if length < 16:
+        return bytes([fix | length])
+    if length < 1 << 16:
+        return bytes([family16]) + length.to_bytes(2, "big")
+    return bytes([family16 + 1]) + length.to_bytes(4, "big")
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -67,7 +116,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = 
         raise
     except msgpack.StackError as exc:  # nesting beyond the unpacker's own stack
         raise DecodeError(Reason.TOO_DEEP, f"deeper than {max_depth}") from exc
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
     _check_shape(value, max_depth)
@@ -101,7 +150,7 @@ def _canonical(value: Any) -> Any:
         if not -(1 << 63) <= value < 1 << 64:
             raise LocalProtocolError(Reason.INVALID_FIELD, "integer outside msgpack's 64-bit range")
         return value
-    if kind is bytes or kind is bool:
+    if kind is bytes or kind is bool or kind is Raw:
         return value
     if kind is list or kind is tuple:
         return [_canonical(item) for item in value]

@@ -80,7 +80,7 @@ class _Signed(Wire):
     """
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        copy = super().model_copy(update=update, deep=deep)
+        copy = super().model_copy(update=update, deep=deep)  # drops canonical_bytes on change
         changed = set(update or ()) - {"sig"}
         if changed:
             stale = ("digest",) if changed == {"payload"} else ("digest", "header_map", "header_bytes")

@@ -14,9 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from typing import Annotated
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from protocol.codec import encode
 
 __all__ = [
     "CaseId",
@@ -41,9 +45,23 @@ def _nfc(value: str) -> str:
 
 
 class Wire(BaseModel):
-    """Base of every model that crosses between regions: immutable, strict, closed."""
+    """Base of every model that crosses between regions: immutable, strict, closed.
+
+    ``canonical_bytes`` (its canonical msgpack) is computed once per instance; a
+    ``model_copy`` with changes starts without it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @cached_property
+    def canonical_bytes(self) -> bytes:
+        return encode(self.model_dump(exclude_none=True))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy.__dict__.pop("canonical_bytes", None)
+        return copy
 
 
 def _text(max_length: int, min_length: int = 0) -> object:
@@ -96,7 +114,8 @@ Date = Annotated[str, AfterValidator(_valid_date)]
 IdNumber = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z\-()（）]{1,50}$")]
 
 #: A phone number: mobile (11 digits) or landline with area code, optional extension.
-Phone = Annotated[str, StringConstraints(pattern=r"^(1[0-9]{10}|0[0-9]{2,3}-?[0-9]{7,8}(-[0-9]{1,6})?|\+?[0-9]{6,20})$")]
+Phone = Annotated[str, StringConstraints(
+    pattern=r"^(1[0-9]{10}|0[0-9]{2,3}-?[0-9]{7,8}(-[0-9]{1,6})?|\+?[0-9]{6,20})$")]
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"

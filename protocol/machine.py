@@ -36,7 +36,7 @@ from typing import Any
 
 from protocol import bodies as b
 from protocol.calendar import WorkingCalendar, add_working_days, working_days_between
-from protocol.codec import encode
+from protocol.codec import Raw, encode
 from protocol.codes import AcceptanceModel
 from protocol.envelope import Envelope, Receipt, leaf_digest
 from protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
@@ -109,7 +109,7 @@ def event_record(event: str, at: int, index: int, body: Any) -> dict[str, Any]:
     """
     record: dict[str, Any] = {"event": event, "at": at, "index": index}
     if body is not None:
-        record["body"] = body.model_dump(exclude_none=True)
+        record["body"] = Raw(body.canonical_bytes)  # encoded once per body, not per use
     return record
 
 

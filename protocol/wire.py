@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from protocol.bodies import BODY_TYPES
-from protocol.codec import decode, encode, repack
+from protocol.codec import Raw, decode, encode, repack
 from protocol.envelope import (
     KINDS,
     PROTOCOL_VERSION,
@@ -76,8 +76,8 @@ def decode_envelope(data: bytes) -> Envelope:
 
 def encode_payload(body: Any, receipts: Sequence[Receipt]) -> bytes:
     return encode({
-        "body": body.model_dump(exclude_none=True),
-        "receipts": [r.model_dump(exclude_none=True) for r in receipts],
+        "body": Raw(body.canonical_bytes),
+        "receipts": [Raw(r.canonical_bytes) for r in receipts],
     })
 
 
@@ -108,6 +108,7 @@ def receipt_from_fields(fields: Any) -> Receipt:
         # A field left out at its default: the bytes signed would not be the bytes stored.
         raise DecodeError(Reason.NON_CANONICAL, "receipt: every field with a value is written")
     receipt.__dict__["digest"] = leaf_digest(TAG_RECEIPT, repack(signed))
+    receipt.__dict__["canonical_bytes"] = repack(fields)
     return receipt
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from protocol import examples as ex
 from protocol.calendar import WeekdayCalendar
-from protocol.codec import encode
+from protocol.codec import Raw, decode, encode
 from protocol.envelope import TAG_ENVELOPE, TAG_RECEIPT, EncryptionHeader, Envelope
 from protocol.machine import TAG_EVENT, Case, event_digest, event_record
 from protocol.wire import encode_envelope, encode_payload
@@ -67,6 +67,8 @@ _CHUNK_TAG = b"tongban/1 chunk\x00"
 
 def _json(value: Any) -> Any:
     """A structured value for JSON: byte strings as ``{"$bin": hex}``."""
+    if isinstance(value, Raw):
+        return _json(decode(value.data))
     if isinstance(value, bytes):
         return {"$bin": value.hex()}
     if isinstance(value, dict):

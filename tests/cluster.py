@@ -45,7 +45,7 @@ def _toml(value: Any) -> str:
 
 def write_toml(path: Path, data: dict[str, Any]) -> None:
     lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict | list)
-             or isinstance(v, list) and not (v and isinstance(v[0], dict))]
+             or (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
@@ -107,7 +107,7 @@ class Cluster:
         write_toml(self.configs[region], data)
 
     async def start(self, region: str, timeout: float = 30.0) -> None:
-        log = open(self.base / f"{region}.log", "ab")  # noqa: SIM115 (closed with the process)
+        log = open(self.base / f"{region}.log", "ab")  # noqa: SIM115, ASYNC230 (a local file, once)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "node.cli", "node", "--config", str(self.configs[region]),
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from loopback import Pair, T0
+from loopback import T0, Pair
 
 from protocol import examples as ex
 
@@ -37,7 +37,8 @@ def test_keys_new_writes_private_keys_0600_and_refuses_to_overwrite(tmp_path: Pa
     assert public["region"] == "370100"
     again = tongban("keys", "new", "--region", "370100", "--out", str(tmp_path / "k"))
     assert again.returncode == 2
-    assert "already exists" in again.stderr and "密钥文件已存在" in again.stderr
+    assert "already exists" in again.stderr
+    assert "密钥文件已存在" in again.stderr
 
 
 def test_keys_new_refuses_a_bad_region(tmp_path: Path) -> None:
@@ -66,7 +67,8 @@ def test_verify_a_genuine_bundle(bundle: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bundle verifies" in result.stdout
     report = json.loads(tongban("verify", "--json", str(bundle)).stdout)
-    assert report["ok"] is True and report["chains"] == {"410100": 4, "370100": 2}
+    assert report["ok"] is True
+    assert report["chains"] == {"410100": 4, "370100": 2}
 
 
 def test_verify_names_the_first_broken_link(bundle: Path, tmp_path: Path) -> None:
@@ -78,13 +80,15 @@ def test_verify_names_the_first_broken_link(bundle: Path, tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "first broken link:" in result.stdout
     report = json.loads(tongban("verify", "--json", str(tampered)).stdout)
-    assert report["ok"] is False and report["link"]
+    assert report["ok"] is False
+    assert report["link"]
 
 
 def test_verify_a_missing_file(tmp_path: Path) -> None:
     result = tongban("verify", str(tmp_path / "nope.tbb"))
     assert result.returncode == 2
-    assert "无法读取" in result.stderr and "cannot read" in result.stderr
+    assert "无法读取" in result.stderr
+    assert "cannot read" in result.stderr
 
 
 def test_bench_protocol_reports_every_figure() -> None:
@@ -111,6 +115,8 @@ def test_node_with_a_bad_configuration(tmp_path: Path) -> None:
                       encoding="utf-8")
     result = tongban("node", "--config", str(config))
     assert result.returncode == 2
-    assert "region = '37'" in result.stderr and "http.port = 'x'" in result.stderr
+    assert "region = '37'" in result.stderr
+    assert "http.port = 'x'" in result.stderr
     missing = tongban("node", "--config", str(tmp_path / "none.toml"))
-    assert missing.returncode == 2 and "config file not found" in missing.stderr
+    assert missing.returncode == 2
+    assert "config file not found" in missing.stderr

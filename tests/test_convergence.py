@@ -120,7 +120,6 @@ DIVERTING = ("window_supplement", "window_refuse", "withdraw", "request_suppleme
 
 def local_choices(pair: Pair, model: str, diverting: frozenset[str]) -> list[tuple[Side, str]]:
     choices = []
-    c_case = pair.collecting.cases[CID]
     for side in (pair.collecting, pair.handling):
         case = side.cases.get(CID)
         if case is None:

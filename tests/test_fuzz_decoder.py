@@ -258,6 +258,10 @@ class _Raw:
     def model_dump(self, **_: Any) -> Any:
         return self.fields
 
+    @property
+    def canonical_bytes(self) -> bytes:
+        return encode(self.fields)
+
 
 _SEQ = iter(range(1, 1 << 40))
 
