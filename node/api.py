@@ -14,7 +14,10 @@ from aiohttp import web
 from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
+from node.materials import MaterialTooLarge, material_ref
+from node.store import Changes
 from protocol import Receipt, decode
+from protocol import bodies as b
 from protocol import examples as ex
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import receipt_from_fields
@@ -60,8 +63,17 @@ async def create_case(request: web.Request) -> web.Response:
                       "the handling region is not a partner of this node")
     now = node.clock()
     window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
-    result = await node.command(Command(None, "collect", ex.application(now, window_no=window_no),
-                                        peer=handling))
+    application = ex.application(now, window_no=window_no)
+    objects = payload.get("materials", [])
+    if objects:
+        rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]
+        if any(row is None or row["state"] != "local" or row["case_id"] for row in rows):
+            return _error(400, "unknown_material", "材料不存在或已用于其他办件",
+                          "a material does not exist or belongs to another case")
+        fields = application.model_dump()
+        fields["materials"] = (*application.materials, *(material_ref(r) for r in rows if r))
+        application = b.Application.model_validate(fields)
+    result = await node.command(Command(None, "collect", application, peer=handling))
     if result.outcome != "applied" or result.case_id is None:
         return _error(422, result.reason.code if result.reason else "refused",
                       "收件失败", result.detail or "collect refused")
@@ -107,6 +119,46 @@ async def retry_forward(request: web.Request) -> web.Response:
                               if result.step else None})
 
 
+async def upload_material(request: web.Request) -> web.Response:
+    """Stream a scan in; it is encrypted on arrival. ``?name=`` names it (材料名称)."""
+    node = request.app[NODE]
+    name = request.query.get("name", "").strip()
+    if not 1 <= len(name) <= 200:
+        return _error(400, "bad_name", "请填写材料名称（1 至 200 字）",
+                      "give the material's name (1 to 200 characters) as ?name=")
+    media_type = request.content_type or "application/octet-stream"
+    if media_type not in ALLOWED_MEDIA:
+        return _error(415, "bad_media_type", "只接受 PDF、JPEG、PNG 或 OFD 文件",
+                      "only PDF, JPEG, PNG or OFD files are accepted")
+    try:
+        row = await node.materials.intake(request.content.iter_chunked(1 << 16), name, media_type)
+    except MaterialTooLarge:
+        return _error(413, "too_large", "文件超过大小上限", "the file exceeds the size limit")
+    await node.store.commit(Changes(materials=[{**row, "at": node.clock()}]))
+    return web.json_response({"object": row["object"], "name": name, "media_type": media_type,
+                              "size": row["size"], "sha256": row["sha256"].hex()}, status=201)
+
+
+async def download_material(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    row = node.store.material(request.match_info["object"])
+    if row is None:
+        return _error(404, "no_material", "没有这个材料", "no such material")
+    if row["state"] == "to_fetch":
+        return _error(409, "not_yet", "材料尚未从收件地传到，请稍后再试",
+                      "the material has not arrived from the collecting region yet; try again")
+    response = web.StreamResponse(headers={"Content-Type": row["media_type"]})
+    response.content_length = row["size"]
+    await response.prepare(request)
+    async for chunk in node.materials.plaintext(row):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+ALLOWED_MEDIA = {"application/pdf", "image/jpeg", "image/png", "application/ofd"}
+
+
 def _receipt_json(receipt: Receipt) -> dict[str, Any]:
     return {"case": receipt.case, "actor": receipt.actor, "index": receipt.index,
             "kind": receipt.kind, "at": receipt.at, "key": receipt.key,
@@ -122,4 +174,6 @@ def make_app(node: Node) -> web.Application:
     app.router.add_get("/api/cases/{case_id}", get_case)
     app.router.add_get("/api/cases/{case_id}/bundle", get_bundle)
     app.router.add_post("/api/cases/{case_id}/retry", retry_forward)
+    app.router.add_post("/api/materials", upload_material)
+    app.router.add_get("/api/materials/{object}", download_material)
     return app

@@ -32,18 +32,21 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from config.models import NodeConfig
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, MatterPolicy, Result
+from node.materials import MaterialShelf
 from node.store import Changes, Store
 from node.transport import Inbound, NatsTransport, Transport
 from node.workdays import ChinaCalendar
+from protocol import ProtocolError, decode
 from protocol import bodies as b
-from protocol import decode
 from protocol.calendar import WorkingCalendar
-from receipts import KeyRegistry, NodeKeys, Postmaster
+from config import ConfigError
+from receipts import KeyRecord, KeyRegistry, NodeKeys, Postmaster
 from receipts.registry import record_from_public_json
 
 __all__ = ["Node", "wall_clock_ms"]
@@ -73,7 +76,7 @@ class Node:
         self.registry = KeyRegistry()
         self.registry.add_node(self.keys, valid_from=0)
         for peer in config.peers:
-            for record in record_from_public_json(json.loads(peer.public.read_text())):
+            for record in _peer_keys(peer.region, peer.public):
                 self.registry.add(record)
         self.store = Store(config.data_dir / "node.db")
         self.postmaster = Postmaster(self.keys, self.registry)
@@ -90,6 +93,9 @@ class Node:
             maxsize=4 * config.limits.commit_batch)
         self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
         self._timer_wake = asyncio.Event()
+        self._material_wake = asyncio.Event()
+        self.materials = MaterialShelf(config.data_dir / "materials",
+                                       config.limits.max_material_bytes)
         self._timers_in_flight: set[tuple[str, str]] = set()
         self._forwarding: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -117,7 +123,7 @@ class Node:
                     self._tasks = tasks
                     workers = [tasks.create_task(w(), name=f"{self.region}-{w.__name__}")
                                for w in (self._fetcher, self._processor, self._relay,
-                                         self._timers)]
+                                         self._timers, self._material_transfers)]
                     self._resume_forwarding()
                     self.ready.set()
                     await stop.wait()
@@ -197,6 +203,8 @@ class Node:
                 self._outbox.put_nowait(item)
         if changes.timers_set:
             self._timer_wake.set()
+        if changes.materials:
+            self._material_wake.set()
         for command in follow_up:
             self._queue.put_nowait((command, asyncio.get_running_loop().create_future()))
 
@@ -261,6 +269,37 @@ class Node:
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    async def _material_transfers(self) -> None:
+        """Put materials into partners' object stores; fetch those sent to us."""
+        while True:
+            moved = []
+            for row in self.store.materials_in("to_send"):
+                try:
+                    await self.transport.put_material(row["peer"], row["object"],
+                                                      self.materials.path(row["object"]))
+                except (ConnectionError, OSError) as exc:
+                    log.warning("material %s not sent yet: %s", row["object"], exc)
+                    continue
+                moved.append({"object": row["object"], "state": "sent", "at": self.clock()})
+            for row in self.store.materials_in("to_fetch"):
+                try:
+                    await self.transport.get_material(row["object"],
+                                                      self.materials.path(row["object"]))
+                    await self.materials.check(row)
+                except FileNotFoundError:
+                    continue  # not uploaded yet: the sender's relay is on its way
+                except (ConnectionError, OSError, ProtocolError) as exc:
+                    log.warning("material %s not fetched: %s", row["object"], exc)
+                    self.materials.path(row["object"]).unlink(missing_ok=True)
+                    continue
+                moved.append({"object": row["object"], "state": "fetched", "at": self.clock()})
+            if moved:
+                await self.store.commit(Changes(materials=moved))
+            pending = self.store.materials_in("to_send", 1) or self.store.materials_in("to_fetch", 1)
+            self._material_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._material_wake.wait(), 1.0 if pending else 30.0)
 
     async def _fire_timer(self, case_id: str, name: str) -> None:
         try:
@@ -328,6 +367,20 @@ class Node:
             coroutine.close()
             return
         self._tasks.create_task(coroutine)
+
+
+def _peer_keys(region: str, path: Path) -> list[KeyRecord]:
+    try:
+        records = record_from_public_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"伙伴 {region} 的公钥文件不存在 / the public keys of partner {region} "
+                          f"are missing: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"伙伴 {region} 的公钥文件无效 / {path} is not a valid public.json of "
+                          f"partner {region}: {exc}") from exc
+    if any(record.region != region for record in records):
+        raise ConfigError(f"{path} holds the keys of {records[0].region}, not of {region}")
+    return records
 
 
 async def _quietly(awaitable: Any) -> None:

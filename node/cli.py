@@ -134,6 +134,8 @@ def node(config_path: Path) -> None:
         asyncio.run(run())
     except _KeyFileError as exc:
         _fail("密钥无法加载", str(exc))
+    except ConfigError as exc:
+        _fail("配置有误", str(exc))
 
 
 @main.command()

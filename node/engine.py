@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from node.materials import material_row
 from node.store import Changes, Store
 from protocol import (
     Case,
@@ -177,6 +178,9 @@ class _Batch:
             return result
         self.cases[envelope.case] = case
         self.changes.receipts.extend(_receipt_row(r) for r in opened.receipts)
+        for ref in _materials_of(envelope.kind, opened.body):
+            self.changes.materials.append(
+                {**material_row(ref, envelope.case, envelope.sender, "to_fetch"), "at": self.now})
         self.changes.envelopes.append(_envelope_row(opened, "in", self.now, item.data))
         self.steps.append((envelope.case, step, envelope.digest))
         result = Result("applied", envelope.case, step)
@@ -235,6 +239,9 @@ class _Batch:
         answers: dict[bytes, list[str]] = {}
         for sealed, answering in zip(engine.postmaster.seal(letters), answers_for, strict=True):
             envelope = sealed.envelope
+            for ref in _materials_of(sealed.envelope.kind, _body_of(letters, envelope.id)):
+                changes.materials.append(
+                    {**material_row(ref, envelope.case, envelope.recipient, "to_send"), "at": now})
             subject = f"tb.{envelope.recipient}.in.{envelope.kind}"
             changes.outbox.append((envelope.id, subject, sealed.wire, now))
             changes.envelopes.append({
@@ -348,6 +355,17 @@ class _Batch:
         result = Result("applied", opened.envelope.case)
         self._remember(item, opened.envelope.digest, opened.envelope.case, result, [])
         return result
+
+
+def _materials_of(kind: str, body: Any) -> list[b.MaterialRef]:
+    """The scanned materials a message hands over (those with a file to transfer)."""
+    if kind in ("application", "supplement"):
+        return [m for m in body.materials if m.object is not None]
+    return []
+
+
+def _body_of(letters: list[Letter], msg_id: str) -> Any:
+    return next(letter.body for letter in letters if letter.id == msg_id)
 
 
 def _sender_of(data: bytes) -> str | None:

@@ -77,6 +77,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             detail TEXT NOT NULL, at INTEGER NOT NULL)""",
         """CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
     ),
+    (  # version 2: materials (scans), kept encrypted on disk and in the object store
+        """CREATE TABLE materials (
+            object TEXT PRIMARY KEY, case_id TEXT, peer TEXT, state TEXT NOT NULL,
+            name TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+            sha256 BLOB NOT NULL, key BLOB NOT NULL, chunk_size INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL)""",
+        "CREATE INDEX materials_state ON materials(state)",
+    ),
 ]
 
 
@@ -106,6 +114,8 @@ class Changes:
     timers_cancel: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     rejections: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Material rows to insert or move on (state: local, to_send, sent, to_fetch, fetched).
+    materials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in dataclasses.fields(self))
@@ -315,6 +325,21 @@ class Store:
         row = self._db.conn.execute("SELECT min(due) FROM timers").fetchone()
         return None if row[0] is None else int(row[0])
 
+    def material(self, obj: str) -> dict[str, Any] | None:
+        cursor = self._db.conn.execute(
+            "SELECT object, case_id, peer, state, name, media_type, size, sha256, key, chunk_size "
+            "FROM materials WHERE object = ?", (obj,))
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cursor.description], row,
+                                                 strict=True))
+
+    def materials_in(self, state: str, limit: int = 100) -> list[dict[str, Any]]:
+        cursor = self._db.conn.execute(
+            "SELECT object, case_id, peer, state, name, media_type, size, sha256, key, chunk_size "
+            "FROM materials WHERE state = ? ORDER BY updated_at LIMIT ?", (state, limit))
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def counter(self, name: str) -> int:
         row = self._db.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
@@ -385,6 +410,15 @@ def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
         execute("INSERT INTO rejections (digest, msg_id, sender, case_id, code, detail, at) "
                 "VALUES (:digest, :msg_id, :sender, :case_id, :code, :detail, :at)",
                 changes.rejections)
+    for row in changes.materials:
+        conn.execute(
+            "INSERT INTO materials (object, case_id, peer, state, name, media_type, size, sha256, "
+            "key, chunk_size, updated_at) VALUES (:object, :case_id, :peer, :state, :name, "
+            ":media_type, :size, :sha256, :key, :chunk_size, :at) ON CONFLICT(object) DO UPDATE "
+            "SET state = excluded.state, case_id = coalesce(excluded.case_id, case_id), "
+            "peer = coalesce(excluded.peer, peer), updated_at = excluded.updated_at",
+            {"case_id": None, "peer": None, "name": "", "media_type": "", "size": 0,
+             "sha256": b"", "key": b"", "chunk_size": 0, **row})
     for name, value in changes.counters.items():
         conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
                      "DO UPDATE SET value = max(value, excluded.value)", (name, value))

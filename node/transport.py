@@ -26,15 +26,24 @@ the workers without a server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
 
 from config.models import NatsConfig
 
@@ -45,6 +54,10 @@ log = logging.getLogger("tongban.transport")
 
 def inbox_stream(region: str) -> str:
     return f"TB_IN_{region}"
+
+
+def materials_bucket(region: str) -> str:
+    return f"TB_MAT_{region}"
 
 
 class Inbound(Protocol):
@@ -65,6 +78,9 @@ class Transport(Protocol):
     async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
         """Publish ``(msg_id, subject, data)`` items; return the ids JetStream acknowledged."""
         ...
+
+    async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
+    async def get_material(self, name: str, path: Path) -> None: ...
 
 
 class _NatsInbound:
@@ -135,6 +151,7 @@ class NatsTransport:
         self._js = self._nc.jetstream(domain=self.settings.domain,
                                       publish_async_max_pending=self.max_inflight)
         await self._ensure_inbox()
+        await self._ensure_materials()
 
     async def close(self) -> None:
         self._closing = True
@@ -216,6 +233,39 @@ class NatsTransport:
         self.published += len(acked)
         return acked
 
+    # ---------------------------------------------------------------- materials
+
+    async def _ensure_materials(self) -> None:
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # it exists already
+            await self._js.create_object_store(
+                bucket=materials_bucket(self.region),
+                config=ObjectStoreConfig(storage=StorageType.FILE,
+                                         description="tongban materials (ciphertext only)"))
+
+    async def put_material(self, recipient: str, name: str, path: Path) -> None:
+        """Stream an encrypted file into the recipient's materials bucket."""
+        try:
+            store = await self._js.object_store(materials_bucket(recipient))
+            with open(path, "rb") as source:  # noqa: ASYNC230 (nats-py reads it in a thread)
+                await store.put(name, source)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ConnectionError(f"material {name} to {recipient}: {exc}") from exc
+
+    async def get_material(self, name: str, path: Path) -> None:
+        """Stream a material of our own bucket into ``path`` (FileNotFoundError if absent)."""
+        partial = path.with_suffix(".part")
+        try:
+            store = await self._js.object_store(materials_bucket(self.region))
+            with open(partial, "wb") as target:  # noqa: ASYNC230 (nats-py writes in a thread)
+                await store.get(name, writeinto=target)
+        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError) as exc:
+            partial.unlink(missing_ok=True)
+            raise FileNotFoundError(name) from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            partial.unlink(missing_ok=True)
+            raise ConnectionError(f"material {name}: {exc}") from exc
+        partial.rename(path)
+
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         """Core NATS request/reply (department adapters on a subject)."""
         try:
@@ -271,6 +321,7 @@ class MemoryTransport:
         self.acked: list[str] = []
         self.termed: list[str] = []
         self._dedup: set[str] = set()
+        self.objects: dict[tuple[str, str], bytes] = {}
 
     async def start(self) -> None:
         return None
@@ -285,6 +336,15 @@ class MemoryTransport:
             return []
         taken, self.queues[self.region] = queue[:batch], queue[batch:]
         return [_MemoryInbound(self, self.region, m, d) for m, d in taken]
+
+    async def put_material(self, recipient: str, name: str, path: Path) -> None:
+        self.objects[(recipient, name)] = path.read_bytes()  # noqa: ASYNC240 (test fake)
+
+    async def get_material(self, name: str, path: Path) -> None:
+        try:
+            path.write_bytes(self.objects[(self.region, name)])  # noqa: ASYNC240 (test fake)
+        except KeyError:
+            raise FileNotFoundError(name) from None
 
     async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
         for msg_id, subject, data in items:

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocol.errors import Reason, RemoteProtocolError
 
-__all__ = ["CHUNK_SIZE", "decrypt_chunks", "encrypt_chunks", "new_material_key", "rechunk"]
+__all__ = ["CHUNK_SIZE", "ChunkDecryptor", "ChunkEncryptor", "decrypt_chunks", "encrypt_chunks",
+           "new_material_key"]
 
 CHUNK_SIZE = 256 * 1024
 _TAG = b"tongban/1 chunk\x00"
@@ -43,31 +44,91 @@ def _aad(index: int, final: bool) -> bytes:
     return _TAG + struct.pack(">QB", index, final)
 
 
-def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
-    """Regroup arbitrary pieces into ``size``-byte chunks, flagging the last one."""
-    buffer = bytearray()
-    pending: bytes | None = None
-    for piece in pieces:
-        buffer += piece
-        while len(buffer) >= size:
-            if pending is not None:
-                yield pending, False
-            pending = bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        if pending is not None:
-            yield pending, False
-        yield bytes(buffer), True
-    else:
-        yield (pending if pending is not None else b""), True
+class ChunkEncryptor:
+    """Incremental encryption of one file: feed plaintext in any pieces, get chunks out.
+
+    Also hashes the plaintext, so the ``MaterialRef`` can be filled in at the end.
+    """
+
+    def __init__(self, key: bytes, chunk_size: int = CHUNK_SIZE) -> None:
+        self._aead = AESGCM(key)
+        self._size = chunk_size
+        self._buffer = bytearray()
+        self._index = 0
+        self._digest = hashlib.sha256()
+        self.total = 0
+
+    def update(self, piece: bytes) -> list[bytes]:
+        """Ciphertext chunks that are complete; the last full chunk is held back,
+        because only ``finish`` knows whether it is the final one."""
+        self._digest.update(piece)
+        self.total += len(piece)
+        self._buffer += piece
+        out = []
+        while len(self._buffer) > self._size:
+            out.append(self._seal(bytes(self._buffer[:self._size]), final=False))
+            del self._buffer[:self._size]
+        return out
+
+    def finish(self) -> bytes:
+        """The final chunk (possibly empty)."""
+        return self._seal(bytes(self._buffer), final=True)
+
+    @property
+    def sha256(self) -> bytes:
+        return self._digest.digest()
+
+    def _seal(self, chunk: bytes, final: bool) -> bytes:
+        sealed = self._aead.encrypt(_nonce(self._index), chunk, _aad(self._index, final))
+        self._index += 1
+        return sealed
+
+
+class ChunkDecryptor:
+    """Incremental decryption of one file's ciphertext chunks, checked at the end."""
+
+    def __init__(self, key: bytes, sha256: bytes, size: int, chunk_size: int = CHUNK_SIZE) -> None:
+        self._aead = AESGCM(key)
+        self._chunk_size = chunk_size
+        self._expected = (sha256, size)
+        self._digest = hashlib.sha256()
+        self._index = 0
+        self._total = 0
+        self.finished = False
+
+    def chunk(self, sealed: bytes) -> bytes:
+        """Decrypt the next ciphertext chunk (``chunk_size`` + 16 bytes, the last shorter)."""
+        if self.finished:
+            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "data after the final chunk")
+        for final in (True,) if len(sealed) - 16 < self._chunk_size else (False, True):
+            try:
+                plain = self._aead.decrypt(_nonce(self._index), sealed, _aad(self._index, final))
+            except InvalidTag:
+                continue
+            self.finished = final
+            break
+        else:
+            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, f"chunk {self._index}")
+        self._index += 1
+        self._digest.update(plain)
+        self._total += len(plain)
+        return plain
+
+    def close(self) -> None:
+        """Check that the file was complete and is the one the ``MaterialRef`` names."""
+        if not self.finished:
+            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "the file is truncated")
+        if (self._digest.digest(), self._total) != self._expected:
+            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "size or SHA-256 does not match")
 
 
 def encrypt_chunks(key: bytes, pieces: Iterable[bytes], chunk_size: int = CHUNK_SIZE,
                    ) -> Iterator[bytes]:
     """Encrypt a file given as any pieces; yields ciphertext chunks of chunk_size + 16."""
-    aead = AESGCM(key)
-    for index, (chunk, final) in enumerate(rechunk(pieces, chunk_size)):
-        yield aead.encrypt(_nonce(index), chunk, _aad(index, final))
+    encryptor = ChunkEncryptor(key, chunk_size)
+    for piece in pieces:
+        yield from encryptor.update(piece)
+    yield encryptor.finish()
 
 
 def decrypt_chunks(key: bytes, chunks: Iterable[bytes], sha256: bytes, size: int,
@@ -77,27 +138,7 @@ def decrypt_chunks(key: bytes, chunks: Iterable[bytes], sha256: bytes, size: int
     Raises ``RemoteProtocolError(DECRYPTION_FAILED)`` on a tampered, reordered,
     truncated or extended file, or one whose digest or size does not match.
     """
-    aead = AESGCM(key)
-    digest = hashlib.sha256()
-    total = 0
-    finished = False
-    for index, chunk in enumerate(chunks):
-        if finished:
-            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "data after the final chunk")
-        plain = None
-        for final in (True,) if len(chunk) - 16 < chunk_size else (False, True):
-            try:
-                plain = aead.decrypt(_nonce(index), chunk, _aad(index, final))
-            except InvalidTag:
-                continue
-            finished = final
-            break
-        if plain is None:
-            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, f"chunk {index}")
-        digest.update(plain)
-        total += len(plain)
-        yield plain
-    if not finished:
-        raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "the file is truncated")
-    if total != size or digest.digest() != sha256:
-        raise RemoteProtocolError(Reason.DECRYPTION_FAILED, "size or SHA-256 does not match")
+    decryptor = ChunkDecryptor(key, sha256, size, chunk_size)
+    for chunk in chunks:
+        yield decryptor.chunk(chunk)
+    decryptor.close()
