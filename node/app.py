@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from config import ConfigError
 from config.models import NodeConfig
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, MatterPolicy, Result
@@ -45,9 +46,9 @@ from node.workdays import ChinaCalendar
 from protocol import ProtocolError, decode
 from protocol import bodies as b
 from protocol.calendar import WorkingCalendar
-from config import ConfigError
 from receipts import KeyRecord, KeyRegistry, NodeKeys, Postmaster
-from receipts.registry import record_from_public_json
+from receipts.errors import KeyFileError
+from receipts.registry import records_from_public_json
 
 __all__ = ["Node", "wall_clock_ms"]
 
@@ -371,11 +372,11 @@ class Node:
 
 def _peer_keys(region: str, path: Path) -> list[KeyRecord]:
     try:
-        records = record_from_public_json(json.loads(path.read_text(encoding="utf-8")))
+        records = records_from_public_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"伙伴 {region} 的公钥文件不存在 / the public keys of partner {region} "
                           f"are missing: {path}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyFileError) as exc:
         raise ConfigError(f"伙伴 {region} 的公钥文件无效 / {path} is not a valid public.json of "
                           f"partner {region}: {exc}") from exc
     if any(record.region != region for record in records):

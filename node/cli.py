@@ -15,7 +15,8 @@ from typing import NoReturn
 
 import click
 
-from receipts import BundleError, KeyFileError, NodeKeys, verify_bundle
+from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
+from receipts.registry import records_from_public_json
 
 __all__ = ["main"]
 
@@ -70,19 +71,31 @@ def keys_new(region: str, out: Path) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trust", "trusted", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="public.json of a region whose keys you trust (repeat for each side).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(bundle: Path, as_json: bool) -> None:
+def verify(bundle: Path, trusted: tuple[Path, ...], as_json: bool) -> None:
     """Check an evidence bundle offline: signatures, decryption, chains, causes.
 
     Exits 0 when every link holds; otherwise names the first broken link and
-    exits 1. Compare the key ids it lists with the circle registry you trust.
+    exits 1. With --trust, every key the bundle uses must be one of those given;
+    without it, compare the keys it lists with the circle registry you trust.
     """
     try:
         data = bundle.read_bytes()
     except OSError as exc:
         _fail(f"无法读取 {bundle}", f"cannot read {bundle}: {exc.strerror}")
+    registry = None
+    if trusted:
+        registry = KeyRegistry()
+        for path in trusted:
+            try:
+                for record in records_from_public_json(json.loads(path.read_text("utf-8"))):
+                    registry.add(record)
+            except (OSError, ValueError, KeyFileError) as exc:
+                _fail(f"无法读取可信公钥 {path}", f"cannot use {path} as trusted keys: {exc}")
     try:
-        report = verify_bundle(data)
+        report = verify_bundle(data, registry)
     except BundleError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "link": exc.link, "problem": exc.problem},
@@ -101,7 +114,9 @@ def verify(bundle: Path, as_json: bool) -> None:
     click.echo(f"  envelopes: {report.envelopes}")
     for region, count in report.chains.items():
         click.echo(f"  chain of {region}: {count} receipts, last {report.last_kinds[region]!r}")
-    click.echo(f"  keys relied on: {', '.join(report.keys)}")
+    click.echo("  keys relied on" + (" (all trusted):" if trusted else " (compare with the registry):"))
+    for described in report.key_records:
+        click.echo(f"    {described}")
 
 
 @main.command()

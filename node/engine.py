@@ -172,6 +172,9 @@ class _Batch:
             step = case.receive(envelope, opened.body, opened.receipts, self.now)
         except RemoteProtocolError as exc:
             return self._refuse(item, opened, exc)
+        except LocalProtocolError as exc:  # our side cannot apply it now: try again later
+            log.error("cannot apply %s to case %s yet: %s", item.msg_id, envelope.case, exc.en)
+            return Result("deferred", envelope.case, reason=exc.reason, detail=exc.detail)
         if step is None:  # an earlier message again under another id: nothing to answer
             result = Result("duplicate", envelope.case)
             self._remember(item, envelope.digest, envelope.case, result, [])

@@ -30,14 +30,17 @@ from protocol.codes import (
     TrustLevel,
 )
 from protocol.fields import (
+    Address,
     Date,
     Digest,
+    DocNumber,
     IdNumber,
     MatterCode,
     Millis,
     Name,
     Phone,
     RegionCode,
+    RequiredText,
     Text,
     Wire,
     check_id_number,
@@ -119,7 +122,7 @@ class Applicant(Wire):
     id_number: IdNumber  # 证件号码
     phone: Phone | None = None  # 联系人手机号码
     postcode: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
-    address: Annotated[str, Field(max_length=200)] | None = None  # 通讯地址
+    address: Address | None = None  # 通讯地址
     legal_representative: Name | None = None  # 法定代表人
     contact: Contact | None = None  # 联系人/代理人
     region: RegionCode | None = None  # 行政区划: where the applicant lives or is registered
@@ -131,7 +134,7 @@ class MaterialRef(Wire):
     """One material: a content-addressed, encrypted file in the materials object store.
 
     ``key`` is the per-file AES-256 key its chunks are encrypted under
-    (docs/protocol.md §5.3); it only ever travels inside an encrypted body.
+    (docs/protocol.md §5.6); it only ever travels inside an encrypted body.
     A material collected on paper only (no scan) has no file fields.
     """
 
@@ -188,7 +191,7 @@ class FormalReview(Wire):
 class WindowRecord(Wire):
     """What the collecting window (收件地) recorded when it took the application."""
 
-    window_no: Annotated[str, Field(min_length=1, max_length=50)]  # 收件编号
+    window_no: DocNumber  # 收件编号
     window: Name  # 通办专窗 name
     clerk: Name
     received_at: Millis  # 收件时间: starts the 5-day clock of 行政许可法 §32
@@ -207,7 +210,7 @@ class Accept(Wire):
     """受理 (GB/T 39046 表6)."""
 
     outcome: Literal["accept"] = "accept"
-    doc_no: Annotated[str, Field(min_length=1, max_length=50)]  # 受理文书编号
+    doc_no: DocNumber  # 受理文书编号
     accepted_at: Millis  # 受理时间
     promised_date: Date  # 承诺办结时间, in working days from acceptance
     decided_by: Name  # 受理人员 (or the window, in the collecting-decides model)
@@ -233,8 +236,8 @@ class Refuse(Wire):
     """不予受理, with the reason and its legal basis (行政许可法 §32 (一)(二))."""
 
     outcome: Literal["refuse"] = "refuse"
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
-    legal_basis: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: RequiredText
+    legal_basis: RequiredText
     refused_at: Millis
     decided_by: Name
 
@@ -338,13 +341,19 @@ class Outcome(Wire):
     concluded_at: Millis
     description: Text = ""  # 办件结果描述
     certificate_name: Name | None = None  # 结果证照名称
-    certificate_no: Annotated[str, Field(max_length=100)] | None = None  # 结果证照编号
-    elicence_id: Annotated[str, Field(max_length=200)] | None = None  # 电子证照标识 (GB/T 36904)
+    certificate_no: DocNumber | None = None  # 结果证照编号
+    elicence_id: Annotated[str, Field(pattern=r"^[0-9A-Za-z.\-]{1,200}$")] | None = None  # 电子证照标识
     valid_until: Date | None = None  # 证照有效期限
     issuer: Name  # 发证/盖章单位
     handler: Name  # 办理人
     delivery: DeliveryMode  # how the result will reach the applicant
-    by_post: bool = False  # 是否快递寄送结果
+    by_post: bool = False  # 是否快递寄送结果: true exactly when delivery is "post"
+
+    @model_validator(mode="after")
+    def _by_post_is_delivery(self) -> Outcome:
+        if self.by_post != (self.delivery == "post"):
+            raise ValueError("by_post (是否快递寄送结果) must be true exactly when delivery is post")
+        return self
 
 
 class Delivery(Wire):

@@ -107,13 +107,6 @@ class Reason(enum.Enum):
         self.en = en
         self.transient = transient
 
-    @classmethod
-    def from_code(cls, code: str) -> Reason:
-        for reason in cls:
-            if reason.code == code:
-                return reason
-        raise KeyError(code)
-
 
 class ProtocolError(Exception):
     """Base of every error the protocol core raises."""

@@ -23,20 +23,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from protocol.codec import encode
 
 __all__ = [
+    "MILLIS_MAX",
+    "MILLIS_MIN",
+    "Address",
     "CaseId",
     "Date",
     "Digest",
+    "DocNumber",
     "IdNumber",
     "KeyId",
     "MatterCode",
     "MessageId",
     "Millis",
+    "Name",
     "Phone",
     "RegionCode",
+    "RequiredText",
     "Text",
     "Wire",
     "check_id_number",
     "date_of",
+    "end_of_day",
 ]
 
 
@@ -64,7 +71,8 @@ class Wire(BaseModel):
         return copy
 
 
-def _text(max_length: int, min_length: int = 0) -> object:
+def _text(max_length: int, min_length: int = 0) -> Any:
+    """A free-text type: normalised to NFC when a model is built, within these lengths."""
     return Annotated[
         str,
         AfterValidator(_nfc),
@@ -73,9 +81,15 @@ def _text(max_length: int, min_length: int = 0) -> object:
 
 
 #: Free text of a person (names of matters, opinions, reasons): at most 2,000 characters.
-Text = Annotated[str, AfterValidator(_nfc), StringConstraints(max_length=2000)]
+Text = _text(2000)
+#: The same, where something must be said (a refusal's reason and legal basis).
+RequiredText = _text(2000, 1)
 #: A short label (a person's or organisation's name, a code's name): 1..200 characters.
-Name = Annotated[str, AfterValidator(_nfc), StringConstraints(min_length=1, max_length=200)]
+Name = _text(200, 1)
+#: Document numbers and identifiers written by people (受理文书编号, 收件编号, 证照编号).
+DocNumber = _text(100, 1)
+#: An address (通讯地址).
+Address = _text(200)
 
 #: GB/T 2260 administrative division code: 6 digits, or the 9- and 12-digit forms
 #: (township, statistical) seen in practice (GB/T 39046 行政区划 n..9).
@@ -94,8 +108,9 @@ KeyId = Annotated[str, StringConstraints(pattern=r"^(ed25519|x25519):[0-9a-f]{16
 #: A SHA-256 digest.
 Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
 
+MILLIS_MIN, MILLIS_MAX = 946_684_800_000, 7_258_118_400_000
 #: Milliseconds since 1970-01-01T00:00:00Z; anything before 2000 or after 2200 is a bug.
-Millis = Annotated[int, Field(ge=946_684_800_000, le=7_258_118_400_000)]
+Millis = Annotated[int, Field(ge=MILLIS_MIN, le=MILLIS_MAX)]
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 

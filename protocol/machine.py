@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from protocol import bodies as b
 from protocol.calendar import WorkingCalendar, add_working_days, working_days_between
@@ -40,10 +40,11 @@ from protocol.codec import Raw, encode
 from protocol.codes import AcceptanceModel
 from protocol.envelope import Envelope, Receipt, leaf_digest
 from protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
-from protocol.fields import date_of, end_of_day
+from protocol.fields import MILLIS_MAX, MILLIS_MIN, date_of, end_of_day
 from protocol.states import LOCAL_EVENTS, REMOTE_EVENTS, TIMER_EVENTS, TRANSITIONS, Role
 
-__all__ = ["TAG_EVENT", "Case", "Outgoing", "Step", "event_digest", "event_for_message",
+__all__ = ["RECEIPTS_SENT_WITH", "TAG_EVENT", "Case", "Outgoing", "Step", "event_digest",
+           "event_for_message",
            "event_record"]
 
 TAG_EVENT = b"tongban/1 event\x00"
@@ -135,6 +136,8 @@ def event_for_message(kind: str, body: Any) -> str:
             return event
         case "rejection", b.Rejection(code=code) if code == Reason.WITHDRAWAL_TOO_LATE.code:
             return "withdrawal_refused"
+        case "application" | "decision" | "progress", _:
+            raise RemoteProtocolError(Reason.INVALID_FIELD, f"wrong body for {kind!r}")
         case "rejection", _:
             raise RemoteProtocolError(
                 Reason.INVALID_FIELD, "only a withdrawal refusal may travel inside a case's chain")
@@ -233,7 +236,37 @@ class Case:
     # ------------------------------------------------------------ events
 
     def local(self, event: str, body: Any, now: int) -> Step:
-        """Apply one of our own events. Raises ``LocalProtocolError`` if not allowed."""
+        """Apply one of our own events. Raises ``LocalProtocolError`` if not allowed;
+        the case is unchanged then."""
+        return self._atomically(lambda: self._local(event, body, now))
+
+    def receive(
+        self, envelope: Envelope, body: Any, receipts: Sequence[Receipt], now: int
+    ) -> Step | None:
+        """Apply a message of the other side; ``None`` if it is a duplicate.
+
+        ``RemoteProtocolError`` if the peer misbehaved; ``LocalProtocolError`` if we
+        cannot apply it now (our calendar does not cover a date); the case is
+        unchanged either way."""
+        return self._atomically(lambda: self._receive(envelope, body, receipts, now))
+
+    def _atomically(self, apply: Callable[[], _T]) -> _T:
+        saved = self.snapshot()
+        try:
+            return apply()
+        except ValueError as exc:  # the working-day calendar does not cover a date
+            self._reset(saved)
+            raise LocalProtocolError(Reason.INVALID_FIELD, f"calendar: {exc}") from exc
+        except BaseException:
+            self._reset(saved)
+            raise
+
+    def _reset(self, snapshot: dict[str, Any]) -> None:
+        for name, value in snapshot.items():
+            setattr(self, name, value)
+
+    def _local(self, event: str, body: Any, now: int) -> Step:
+        _check_now(now)
         if event not in LOCAL_EVENTS[self.role]:
             raise LocalProtocolError(
                 Reason.INVALID_TRANSITION, f"{event!r} is not a {self.role} side's own event"
@@ -253,10 +286,10 @@ class Case:
         self._check_body(event, body, LocalProtocolError)
         return self._apply(event, body, cause=None, now=now)
 
-    def receive(
+    def _receive(
         self, envelope: Envelope, body: Any, receipts: Sequence[Receipt], now: int
     ) -> Step | None:
-        """Apply a message of the other side; ``None`` if it is a duplicate."""
+        _check_now(now)
         if envelope.case != self.case or envelope.sender != self.theirs \
                 or envelope.recipient != self.ours:
             raise RemoteProtocolError(
@@ -266,6 +299,9 @@ class Case:
             raise RemoteProtocolError(Reason.INVALID_FIELD, "a case message carries receipts")
         self._check_receipts(receipts)
         last = receipts[-1]
+        if last.index == self.their_index and last.digest != self.their_last:
+            raise RemoteProtocolError(
+                Reason.CHAIN_BROKEN, f"a second, different receipt {last.index}: the chain forks")
         if last.index <= self.their_index:
             return None
         if receipts[0].index > self.their_index + 1:
@@ -279,6 +315,11 @@ class Case:
                 Reason.CHAIN_BROKEN, f"receipt {joining.index} does not follow the one we hold"
             )
         event = event_for_message(envelope.kind, body)
+        if last.kind not in RECEIPTS_SENT_WITH.get((self.role, event), ()):
+            raise RemoteProtocolError(
+                Reason.CHAIN_BROKEN,
+                f"a {envelope.kind!r} message read as {event!r} cannot end with a "
+                f"{last.kind!r} receipt")
         if event not in REMOTE_EVENTS[self.role]:
             raise RemoteProtocolError(
                 Reason.INVALID_TRANSITION, f"{self.role} side does not take {event!r} from a peer"
@@ -312,8 +353,7 @@ class Case:
         if event.startswith("window_") and self.acceptance != "collecting_decides":
             raise error(Reason.NOT_AUTHORISED,
                         f"{event!r}: only the collecting-decides model lets the window decide")
-        if event == "submit_decided" and self.role == "handling" \
-                and self.acceptance != "collecting_decides":
+        if event == "submit_decided" and self.acceptance != "collecting_decides":
             raise error(Reason.NOT_AUTHORISED, f"matter of case {self.case}")
         if event == "submit" and body.window_decision is not None:
             raise error(Reason.INVALID_FIELD, "use submit_decided for a window decision")
@@ -451,6 +491,36 @@ class Case:
                     Reason.CHAIN_BROKEN, f"receipt {receipt.index} does not follow {previous.index}"
                 )
             previous = receipt
+
+
+_T = TypeVar("_T")
+
+def _read_as(kind: str, sender_event: str) -> str:
+    """The event a receiver reads a message as, from the sender's event that sent it."""
+    if kind in ("application", "progress") or (kind == "decision" and sender_event != "notice_due"):
+        return sender_event
+    if kind == "decision":
+        return "accept"  # a deemed acceptance is an acceptance
+    if kind == "rejection":
+        return "withdrawal_refused"
+    return _KIND_EVENTS[kind]
+
+
+#: (our role, event we read a message as) -> the receipt kinds the peer signs when it
+#: sends such a message: the last receipt a message carries is the one of the
+#: transition that sent it, so an acceptance cannot arrive signed as a refusal.
+RECEIPTS_SENT_WITH: dict[tuple[str, str], set[str]] = {}
+for (_role, _state, _event), _transition in TRANSITIONS.items():
+    if _transition.send is not None and _transition.receipt is not None:
+        _receiver = "handling" if _role == "collecting" else "collecting"
+        RECEIPTS_SENT_WITH.setdefault(
+            (_receiver, _read_as(_transition.send, _event)), set()).add(_transition.receipt)
+del _role, _state, _event, _transition, _receiver
+
+
+def _check_now(now: int) -> None:
+    if type(now) is not int or not MILLIS_MIN <= now <= MILLIS_MAX:
+        raise LocalProtocolError(Reason.INVALID_FIELD, f"time {now!r} is not milliseconds since 1970")
 
 
 def _receipt_data(event: str, body: Any) -> dict[str, str | int | bool]:

@@ -83,8 +83,10 @@ def encode_payload(body: Any, receipts: Sequence[Receipt]) -> bytes:
 
 def decode_payload(kind: str, data: bytes) -> tuple[Any, tuple[Receipt, ...]]:
     """Parse a decrypted payload of a message of ``kind``: its body and receipts."""
+    if kind not in _BODY_ADAPTERS:
+        raise DecodeError(Reason.UNKNOWN_KIND, repr(kind)[:60])
     fields = decode(data)
-    if not isinstance(fields, dict) or set(fields) - {"body", "receipts"} or "body" not in fields:
+    if not isinstance(fields, dict) or set(fields) != {"body", "receipts"}:
         raise DecodeError(Reason.MALFORMED, "a payload is a map of body and receipts")
     raw_receipts = fields.get("receipts", ())
     if not isinstance(raw_receipts, tuple):
@@ -93,6 +95,9 @@ def decode_payload(kind: str, data: bytes) -> tuple[Any, tuple[Receipt, ...]]:
         body = _BODY_ADAPTERS[kind].validate_python(fields["body"])
     except ValidationError as exc:
         raise DecodeError(Reason.INVALID_FIELD, validation_detail(exc)) from exc
+    # What the sender encrypted is what counts: the body's canonical bytes are the ones
+    # received (event digests are re-derived from them), not a re-encoding of the model.
+    body.__dict__["canonical_bytes"] = repack(fields["body"])
     return body, tuple(receipt_from_fields(raw) for raw in raw_receipts)
 
 

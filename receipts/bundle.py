@@ -1,14 +1,13 @@
 """Evidence bundles: everything an auditor needs to check one case offline.
 
-A bundle is one canonical msgpack file (docs/protocol.md §7)::
+A bundle is one canonical msgpack file (docs/protocol.md §9)::
 
     {"format": "tongban-bundle/1", "case": ..., "made_by": region, "made_at": ms,
      "keys":      [key record, ...],            public keys with validity and revocation
      "envelopes": [{"wire": bytes, "content_key": bytes, "plaintext": bytes}, ...],
      "receipts":  [receipt, ...],                both sides' receipts this node holds
-     "events":    [{"event", "at", "body"?}, ...]}   this node's local events
-                                                  ("event" names it for people; the
-                                                  digest covers "at" and "body")
+     "events":    [{"event", "at", "index", "body"?}, ...]}   this node's local
+                                                  events (docs/protocol.md §6.2)
 
 ``verify_bundle`` needs no private key. It checks, in this order, and stops at the
 first broken link, which ``BundleError.link`` names:
@@ -70,6 +69,9 @@ class BundleReport:
     chains: dict[str, int]  # region -> receipts
     last_kinds: dict[str, str]  # region -> kind of its newest receipt
     keys: list[str]  # key ids the bundle relies on
+    #: The same keys as "id (region purpose, valid from … until, revoked at)", to compare
+    #: with the circle registry (or pass it as ``trusted``).
+    key_records: list[str] = dataclasses.field(default_factory=list)
     #: The other side's receipts whose local cause is not in this bundle (an event
     #: whose body never reached us): their causes are checked in the other side's bundle.
     causes_unchecked: int = 0
@@ -98,10 +100,18 @@ def build_bundle(
     })
 
 
-def verify_bundle(data: bytes) -> BundleReport:
-    """Check a bundle; raise ``BundleError`` naming the first broken link."""
+def verify_bundle(data: bytes, trusted: KeyRegistry | None = None) -> BundleReport:
+    """Check a bundle; raise ``BundleError`` naming the first broken link.
+
+    With ``trusted`` (the circle registry the auditor relies on), every key record
+    in the bundle must be the same as the trusted one: same region, purpose,
+    validity and revocation. Without it, ``BundleReport.keys`` lists what the
+    bundle claims, for the auditor to compare.
+    """
     fields = _parse(data)
     registry = _registry(fields["keys"])
+    if trusted is not None:
+        _check_trusted(registry, trusted)
     checker = SignatureChecker()
     case = fields["case"]
 
@@ -128,7 +138,9 @@ def verify_bundle(data: bytes) -> BundleReport:
         _check_chain(chain, registry, checker)
         _check_cross_links(chain, by_digest)
 
-    causes = {envelope.digest for envelope, _ in envelopes}
+    received_by: dict[str, set[bytes]] = defaultdict(set)  # actor -> envelopes it received
+    for envelope, _ in envelopes:
+        received_by[envelope.recipient].add(envelope.digest)
     bodies_by_actor: dict[str, list[Any]] = defaultdict(list)
     for envelope, body in envelopes:
         bodies_by_actor[envelope.sender].append(body)
@@ -147,7 +159,7 @@ def verify_bundle(data: bytes) -> BundleReport:
         own_events.add(digest)
     unchecked = 0
     for receipt in receipts:
-        if receipt.cause in causes:
+        if receipt.cause in received_by[receipt.actor]:
             continue
         if receipt.actor == made_by:
             if receipt.cause in own_events:
@@ -163,7 +175,8 @@ def verify_bundle(data: bytes) -> BundleReport:
         envelopes=len(envelopes),
         chains={actor: len(chain) for actor, chain in chains.items()},
         last_kinds={actor: chain[-1].kind for actor, chain in chains.items()},
-        keys=sorted({r.key for r in receipts} | {e.sig.key for e, _ in envelopes if e.sig}),
+        keys=(used := sorted({r.key for r in receipts} | {e.sig.key for e, _ in envelopes if e.sig})),
+        key_records=[_describe(registry.record(k)) for k in used],
         causes_unchecked=unchecked,
     )
 
@@ -272,6 +285,24 @@ def _check_cross_links(chain: list[Receipt], by_digest: dict[bytes, Receipt]) ->
         if other.index < last_seen:
             raise BundleError(f"cross-link {_name(receipt)}", "goes backwards")
         last_seen = other.index
+
+
+def _check_trusted(claimed: KeyRegistry, trusted: KeyRegistry) -> None:
+    for record in claimed.records():
+        try:
+            known = trusted.record(record.key_id)
+        except ProtocolError:
+            raise BundleError(f"key {record.key_id}", "is not in the trusted registry") from None
+        if known != record:
+            raise BundleError(f"key {record.key_id}",
+                              f"differs from the trusted registry: {_describe(known)}")
+
+
+def _describe(record: KeyRecord) -> str:
+    until = record.valid_until if record.valid_until is not None else "…"
+    revoked = f", revoked at {record.revoked_at}" if record.revoked_at is not None else ""
+    return (f"{record.key_id} ({record.region} {record.purpose}, valid {record.valid_from} … "
+            f"{until}{revoked})")
 
 
 def _name(receipt: Receipt) -> str:

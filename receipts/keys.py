@@ -85,6 +85,10 @@ class NodeKeys:
     def save(self, directory: Path, valid_from: int) -> None:
         """Write the key files; refuses to overwrite existing keys."""
         directory.mkdir(parents=True, exist_ok=True)
+        for name in (SIGN_FILE, ENCRYPT_FILE, PUBLIC_FILE):
+            if (directory / name).exists():  # all or nothing: never a half-replaced key set
+                raise KeyFileError(
+                    f"{directory / name} already exists; move it away first (密钥文件已存在，请先移走)")
         for name, key in ((SIGN_FILE, self.signing), (ENCRYPT_FILE, self.encryption)):
             pem = key.private_bytes(
                 serialization.Encoding.PEM,

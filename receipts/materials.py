@@ -85,7 +85,11 @@ class ChunkEncryptor:
 
 
 class ChunkDecryptor:
-    """Incremental decryption of one file's ciphertext chunks, checked at the end."""
+    """Incremental decryption of one file's ciphertext chunks, checked at the end.
+
+    Each chunk is authentic on its own, but only ``close`` proves the file complete
+    and the one its ``MaterialRef`` names: callers that pass plaintext on must be
+    ready to abort the output when ``close`` raises."""
 
     def __init__(self, key: bytes, sha256: bytes, size: int, chunk_size: int = CHUNK_SIZE) -> None:
         self._aead = AESGCM(key)

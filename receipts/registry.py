@@ -24,10 +24,11 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from protocol.errors import Reason, RemoteProtocolError
+from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from receipts.errors import KeyFileError
 from receipts.keys import NodeKeys, key_id
 
-__all__ = ["KeyRecord", "KeyRegistry"]
+__all__ = ["KeyRecord", "KeyRegistry", "records_from_public_json"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,19 +132,26 @@ class KeyRegistry:
         """The region's newest X25519 key usable at ``at``, to encrypt to."""
         usable = [r for r in self._records.values()
                   if r.region == region and r.purpose == "encrypt" and r.usable_at(at)]
-        if not usable:
-            raise RemoteProtocolError(Reason.NOT_A_MEMBER, f"no encryption key for {region}")
+        if not usable:  # our side cannot send: not the peer's fault
+            raise LocalProtocolError(Reason.NOT_A_MEMBER, f"no usable encryption key of {region}")
         newest = max(usable, key=lambda r: r.valid_from)
         return newest.key_id, X25519PublicKey.from_public_bytes(newest.public)
 
 
-def record_from_public_json(fields: dict[str, Any]) -> list[KeyRecord]:
-    """The two records of a partner's ``public.json`` (``NodeKeys.public_record``)."""
-    common = {"region": fields["region"], "valid_from": fields["valid_from"],
-              "valid_until": fields.get("valid_until")}
-    return [
-        KeyRecord(fields["sign_key"], purpose="sign",
-                  public=base64.b64decode(fields["sign_public"]), **common),
-        KeyRecord(fields["encrypt_key"], purpose="encrypt",
-                  public=base64.b64decode(fields["encrypt_public"]), **common),
-    ]
+def records_from_public_json(fields: Any) -> list[KeyRecord]:
+    """The two records of a partner's ``public.json`` (``NodeKeys.public_record``).
+
+    Raises ``KeyFileError`` naming what is wrong."""
+    try:
+        common = {"region": fields["region"], "valid_from": fields["valid_from"],
+                  "valid_until": fields.get("valid_until")}
+        return [
+            KeyRecord(fields["sign_key"], purpose="sign",
+                      public=base64.b64decode(fields["sign_public"], validate=True), **common),
+            KeyRecord(fields["encrypt_key"], purpose="encrypt",
+                      public=base64.b64decode(fields["encrypt_public"], validate=True), **common),
+        ]
+    except KeyError as exc:
+        raise KeyFileError(f"public.json lacks {exc} (公钥文件缺少字段)") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise KeyFileError(f"public.json is not valid: {exc} (公钥文件无效)") from exc

@@ -475,3 +475,24 @@ def test_malformed_public_key_in_a_key_record() -> None:
     fields["envelopes"][0]["wire"] = encode(envelope)
     _broken(fields)
 
+
+
+def test_a_region_cannot_sign_for_the_other_side_against_the_trusted_registry() -> None:
+    """The bundle's own key records relabel 410100's key as 370100's: only a trusted
+    registry exposes it."""
+    pair = Pair()
+    case = "410100-20261123-000009"
+    pair.collecting.local(case, "collect", ex.application(T0), T0)
+    pair.collecting.local(case, "submit", ex.application(T0), T0 + 1)
+    pair.pump(T0 + 2)
+    fields = decode(pair.collecting.bundle(case))
+    keys = [dict(k) for k in fields["keys"]]
+    for record in keys:
+        if record["region"] == ex.COLLECTING and record["purpose"] == "sign":
+            record["region"] = ex.HANDLING  # the forger's claim
+    forged = encode({**fields, "keys": keys})
+    with pytest.raises(BundleError) as caught:
+        verify_bundle(forged, trusted=pair.registry)
+    assert "differs from the trusted registry" in caught.value.problem
+    genuine = verify_bundle(pair.collecting.bundle(case), trusted=pair.registry)
+    assert all(ex.COLLECTING in r or ex.HANDLING in r for r in genuine.key_records)

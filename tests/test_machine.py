@@ -36,7 +36,7 @@ from protocol import bodies as b
 from protocol import examples as ex
 from protocol.calendar import working_days_between
 from protocol.fields import date_of, end_of_day
-from protocol.machine import event_record
+from protocol.machine import RECEIPTS_SENT_WITH, event_record
 from protocol.states import (
     COLLECTING_STATES,
     HANDLING_STATES,
@@ -150,6 +150,12 @@ def message_for(event: str, now: int = NOW) -> tuple[str, Any]:
     raise AssertionError(f"no message for {event}")
 
 
+def signed_with(role: str, kind: str, body: Any = None) -> str:
+    """A receipt kind the peer signs with the message ``role`` reads as this event."""
+    event = event_for_message(kind, body) if body is not None else kind
+    return sorted(RECEIPTS_SENT_WITH.get((role, event), {"peer_step"}))[0]
+
+
 def next_receipt(case: Case, kind: str = "peer_step", now: int = NOW) -> Receipt:
     """The peer's next receipt, as ``case`` expects it (right index, chained)."""
     return Receipt(case=case.case, index=case.their_index + 1, kind=kind, actor=case.theirs,
@@ -159,7 +165,7 @@ def next_receipt(case: Case, kind: str = "peer_step", now: int = NOW) -> Receipt
 def receive(case: Case, event: str, now: int = NOW) -> tuple[Step | None, Envelope, Receipt]:
     kind, body = message_for(event, now)
     env = envelope(kind, case.theirs, case.ours)
-    receipt = next_receipt(case, now=now)
+    receipt = next_receipt(case, signed_with(case.role, kind, body), now=now)
     return case.receive(env, body, [receipt], now), env, receipt
 
 
@@ -457,7 +463,7 @@ def test_notice_due_property(received_at: int) -> None:
 
 def _receive_body(case: Case, kind: str, body: Any, now: int) -> tuple[Step, Envelope, Receipt]:
     env = envelope(kind, case.theirs, case.ours)
-    receipt = next_receipt(case, now=now)
+    receipt = next_receipt(case, signed_with(case.role, kind, body), now=now)
     step = case.receive(env, body, [receipt], now)
     assert step is not None
     return step, env, receipt
@@ -485,7 +491,7 @@ def test_notice_due_is_a_deemed_acceptance() -> None:
     # the collecting side reads it as an acceptance
     collecting = case_in("collecting", "under_review")
     env = envelope("decision", H, C)
-    out = collecting.receive(env, accept, [next_receipt(collecting)], fired_at)
+    out = collecting.receive(env, accept, [next_receipt(collecting, "deemed_accepted")], fired_at)
     assert out is not None
     assert out.event == "accept"
     assert collecting.state == "accepted"
@@ -623,7 +629,7 @@ def test_submit_decided_not_authorised_under_handling_decides() -> None:
     before = snap(case)
     env = envelope("application", C, H)
     with pytest.raises(RemoteProtocolError) as caught:
-        case.receive(env, DECIDED_APP, [next_receipt(case)], NOW)
+        case.receive(env, DECIDED_APP, [next_receipt(case, "accepted_at_window")], NOW)
     assert caught.value.reason is Reason.NOT_AUTHORISED
     assert snap(case) == before
 
@@ -671,7 +677,7 @@ def test_supplement_requested_only_once() -> None:
 def test_receive_duplicate_and_out_of_order() -> None:
     case = case_in("collecting", "under_review")
     kind, body = message_for("accept")
-    first = next_receipt(case)
+    first = next_receipt(case, "accepted")
     assert case.receive(envelope(kind, H, C), body, [first], NOW) is not None
     before = snap(case)
     assert case.receive(envelope(kind, H, C), body, [first], NOW) is None  # duplicate
@@ -682,7 +688,7 @@ def test_receive_duplicate_and_out_of_order() -> None:
     assert caught.value.reason is Reason.OUT_OF_ORDER
     assert caught.value.reason.transient
     assert snap(case) == before
-    forked = next_receipt(case).model_copy(update={"prev": digest("another chain")})
+    forked = next_receipt(case, "forwarded").model_copy(update={"prev": digest("another chain")})
     with pytest.raises(RemoteProtocolError) as broken:
         case.receive(envelope("forwarded", H, C), ex.forwarded(NOW), [forked], NOW)
     assert broken.value.reason is Reason.CHAIN_BROKEN
@@ -752,3 +758,36 @@ def test_random_walk_chains_and_snapshots(data: st.DataObject) -> None:
         index = {r.digest: r.index for r in pair.chains[theirs]}
         links = [index[r.their] for r in chain if r.their is not None]
         assert links == sorted(links)
+
+
+def test_a_second_different_receipt_at_the_same_index_is_a_fork() -> None:
+    case = case_in("collecting", "under_review")
+    kind, body = message_for("accept")
+    first = next_receipt(case, "accepted")
+    assert case.receive(envelope(kind, H, C), body, [first], NOW) is not None
+    before = snap(case)
+    other = first.model_copy(update={"cause": digest("another decision")})
+    with pytest.raises(RemoteProtocolError) as caught:
+        case.receive(envelope(kind, H, C), body, [other], NOW)
+    assert caught.value.reason is Reason.CHAIN_BROKEN
+    assert "forks" in caught.value.detail
+    assert snap(case) == before
+
+
+def test_the_last_receipt_must_be_the_one_of_the_sending_transition() -> None:
+    case = case_in("collecting", "under_review")
+    kind, body = message_for("accept")  # a decision that accepts ...
+    before = snap(case)
+    with pytest.raises(RemoteProtocolError) as caught:  # ... signed as a refusal
+        case.receive(envelope(kind, H, C), body, [next_receipt(case, "refused")], NOW)
+    assert caught.value.reason is Reason.CHAIN_BROKEN
+    assert snap(case) == before
+    assert case.state == "under_review"
+
+
+def test_times_outside_the_millisecond_range_are_refused() -> None:
+    case = case_in("handling", "received")
+    for bad in (0, 10**15, 1.5e12):
+        with pytest.raises(LocalProtocolError) as caught:
+            case.local("accept", ex.accept(NOW), bad)  # type: ignore[arg-type]
+        assert caught.value.reason is Reason.INVALID_FIELD

@@ -23,7 +23,7 @@ from loopback import T0, Pair
 
 from protocol import examples as ex
 from protocol.envelope import Envelope, Signature
-from protocol.errors import Reason, RemoteProtocolError
+from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
 from protocol.wire import encode_envelope
 from receipts import (
     BatchSigner,
@@ -38,7 +38,7 @@ from receipts import (
     key_id,
     new_material_key,
 )
-from receipts.registry import record_from_public_json
+from receipts.registry import records_from_public_json
 from receipts.sealing import COMMIT_TAG, Opener, Sealer, open_payload, seal_payload
 from receipts.signing import audit_path, merkle_root, root_from_path
 
@@ -82,7 +82,7 @@ def test_save_writes_private_files_0600(tmp_path: Path) -> None:
     assert public["sign_key"] == keys.sign_key_id
     assert public["encrypt_key"] == keys.encrypt_key_id
     assert base64.b64decode(public["sign_public"]) == keys.sign_public
-    records = record_from_public_json(public)
+    records = records_from_public_json(public)
     assert {r.purpose for r in records} == {"sign", "encrypt"}
     assert all(r.region == REGION and r.valid_from == T0 for r in records)
     assert b"PRIVATE" not in (directory / "public.json").read_bytes()
@@ -280,9 +280,10 @@ def test_encryption_key_is_the_newest_usable() -> None:
     assert r.registry.encryption_key(REGION, r.T - r.OVERLAP - 1)[0] == r.old.encrypt_key_id
     assert r.registry.encryption_key(REGION, r.T - 1)[0] == r.new.encrypt_key_id
     assert r.registry.encryption_key(REGION, r.T)[0] == r.new.encrypt_key_id
-    with _remote_error(Reason.NOT_A_MEMBER):
+    # Our own send path: no usable key of the recipient is our problem, not the peer's.
+    with pytest.raises(LocalProtocolError, check=lambda e: e.reason is Reason.NOT_A_MEMBER):
         r.registry.encryption_key(ex.COLLECTING, r.T)
-    with _remote_error(Reason.NOT_A_MEMBER):
+    with pytest.raises(LocalProtocolError, check=lambda e: e.reason is Reason.NOT_A_MEMBER):
         r.registry.encryption_key(REGION, r.T - 400 * DAY)
 
 
