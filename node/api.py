@@ -63,7 +63,7 @@ async def create_case(request: web.Request) -> web.Response:
                       "the handling region is not a partner of this node")
     now = node.clock()
     window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
-    application = ex.application(now, window_no=window_no)
+    application = ex.application(now, window_no=window_no, scans=False)
     objects = payload.get("materials", [])
     if objects:
         rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]

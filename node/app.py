@@ -100,6 +100,7 @@ class Node:
         self._timers_in_flight: set[tuple[str, str]] = set()
         self._forwarding: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.counts = {"processed": 0, "batches": 0, "published": 0, "rejected": 0}
         #: Called with every ``Result`` once it is on disk (live pages, benchmarks).
@@ -122,15 +123,16 @@ class Node:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
-                    workers = [tasks.create_task(w(), name=f"{self.region}-{w.__name__}")
-                               for w in (self._fetcher, self._processor, self._relay,
-                                         self._timers, self._material_transfers)]
+                    for worker in (self._fetcher, self._processor, self._relay, self._timers,
+                                   self._material_transfers):
+                        self._tasks_create(worker(), name=f"{self.region}-{worker.__name__}")
                     self._resume_forwarding()
                     self.ready.set()
                     await stop.wait()
-                    for worker in workers:
-                        worker.cancel()
-                    self._cancel_forwarding()
+                    # Every task this node started stops now: workers, forwarding, timers.
+                    for task in list(self._running):
+                        task.cancel()
+                    self._fail_waiting(ConnectionAbortedError("the node is stopping"))
             finally:
                 self._tasks = None
                 await self.transport.close()
@@ -272,28 +274,47 @@ class Node:
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
 
     async def _material_transfers(self) -> None:
-        """Put materials into partners' object stores; fetch those sent to us."""
+        """Put materials into partners' object stores; fetch those sent to us.
+
+        A transfer that fails is tried again later, each time waiting twice as long
+        (up to ten minutes): a partner that is away is not polled every second."""
+        retry_at: dict[str, tuple[float, float]] = {}  # object -> (next try, wait)
+
+        def later(obj: str) -> None:
+            wait = min(600.0, retry_at.get(obj, (0.0, 0.5))[1] * 2)
+            retry_at[obj] = (time.monotonic() + wait, wait)
+
         while True:
             moved = []
+            now = time.monotonic()
             for row in self.store.materials_in("to_send"):
+                if retry_at.get(row["object"], (0.0, 0.0))[0] > now:
+                    continue
                 try:
                     await self.transport.put_material(row["peer"], row["object"],
                                                       self.materials.path(row["object"]))
                 except (ConnectionError, OSError) as exc:
                     log.warning("material %s not sent yet: %s", row["object"], exc)
+                    later(row["object"])
                     continue
+                retry_at.pop(row["object"], None)
                 moved.append({"object": row["object"], "state": "sent", "at": self.clock()})
             for row in self.store.materials_in("to_fetch"):
+                if retry_at.get(row["object"], (0.0, 0.0))[0] > now:
+                    continue
                 try:
                     await self.transport.get_material(row["object"],
                                                       self.materials.path(row["object"]))
                     await self.materials.check(row)
                 except FileNotFoundError:
-                    continue  # not uploaded yet: the sender's relay is on its way
+                    later(row["object"])  # not uploaded yet: the sender's relay is on its way
+                    continue
                 except (ConnectionError, OSError, ProtocolError) as exc:
                     log.warning("material %s not fetched: %s", row["object"], exc)
                     self.materials.path(row["object"]).unlink(missing_ok=True)
+                    later(row["object"])
                     continue
+                retry_at.pop(row["object"], None)
                 moved.append({"object": row["object"], "state": "fetched", "at": self.clock()})
             if moved:
                 await self.store.commit(Changes(materials=moved))
@@ -321,8 +342,12 @@ class Node:
             self._forwarding.add(case_id)
             self._tasks_create(self._forward(case_id))
 
-    def _cancel_forwarding(self) -> None:
-        self._forwarding.clear()
+    def _fail_waiting(self, error: BaseException) -> None:
+        """Commands still queued will not run: their callers learn it now."""
+        while not self._queue.empty():
+            _, handle = self._queue.get_nowait()
+            if isinstance(handle, asyncio.Future) and not handle.done():
+                handle.set_exception(error)
 
     async def _forward(self, case_id: str) -> None:
         try:
@@ -363,11 +388,13 @@ class Node:
             raise ConnectionError("this transport cannot make NATS requests")
         return await request(subject, data, timeout)  # type: ignore[no-any-return]
 
-    def _tasks_create(self, coroutine: Any) -> None:
+    def _tasks_create(self, coroutine: Any, name: str | None = None) -> None:
         if self._tasks is None:
             coroutine.close()
             return
-        self._tasks.create_task(coroutine)
+        task = self._tasks.create_task(coroutine, name=name)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
 
 def _peer_keys(region: str, path: Path) -> list[KeyRecord]:

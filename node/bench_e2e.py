@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from config import parse_config
+from node import loop
 from node.app import Node
 from node.children import die_with_parent
 from node.engine import Command, Result
@@ -81,7 +82,7 @@ class _Load:
         self.submitting += 1
         try:
             collected = await self.node.command(Command(
-                None, "collect", ex.application(now, window_no=f"B-{index:09d}"), peer=H))
+                None, "collect", ex.application(now, window_no=f"B-{index:09d}", scans=False), peer=H))
             assert collected.case_id is not None
             self.started[collected.case_id] = start
             await self.node.command(Command(collected.case_id, "submit"))
@@ -253,4 +254,4 @@ def _message_sizes(node: Node) -> list[tuple[str, int]]:
 
 def run(seconds: float = 20.0, window: int = 2000, soak: float = 0.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as base:
-        return asyncio.run(_run(seconds, window, soak, Path(base)))
+        return loop.run(_run(seconds, window, soak, Path(base)))

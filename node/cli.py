@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import click
 
+from node import loop
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
 from receipts.registry import records_from_public_json
 
@@ -146,7 +147,7 @@ def node(config_path: Path) -> None:
 
     _logging()
     try:
-        asyncio.run(run())
+        loop.run(run())
     except _KeyFileError as exc:
         _fail("密钥无法加载", str(exc))
     except ConfigError as exc:
@@ -159,12 +160,11 @@ def node(config_path: Path) -> None:
 @click.option("--once", is_flag=True, help="Walk one sample application, then stop.")
 def demo(base_port: int, once: bool) -> None:
     """Embedded nats-server and three region nodes (郑州, 济南, 成都) with a sample walk."""
-    import asyncio
 
     from node.demo import run_demo
 
     _logging()
-    sys.exit(asyncio.run(run_demo(base_port=base_port, once=once)))
+    sys.exit(loop.run(run_demo(base_port=base_port, once=once)))
 
 
 @main.command()

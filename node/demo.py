@@ -102,7 +102,8 @@ async def walk(collecting: Node, handling: str) -> bool:
     now = collecting.clock()
     click.echo(f"\n示例办件 / sample application: {REGIONS[collecting.region]} → {REGIONS[handling]}")
     result = await collecting.command(Command(
-        None, "collect", ex.application(now, window_no=f"ZZ-DEMO-{now % 10**6:06d}"), peer=handling))
+        None, "collect", ex.application(now, window_no=f"ZZ-DEMO-{now % 10**6:06d}", scans=False),
+        peer=handling))
     assert result.case_id is not None
     await collecting.command(Command(result.case_id, "submit"))
     seen = None

@@ -243,6 +243,11 @@ class _Batch:
         for sealed, answering in zip(engine.postmaster.seal(letters), answers_for, strict=True):
             envelope = sealed.envelope
             for ref in _materials_of(sealed.envelope.kind, _body_of(letters, envelope.id)):
+                held = engine.store.material(ref.object or "")
+                if held is None:  # a file this node never received: nothing to transfer
+                    log.warning("case %s names material %s, which this node does not hold",
+                                envelope.case, ref.object)
+                    continue
                 changes.materials.append(
                     {**material_row(ref, envelope.case, envelope.recipient, "to_send"), "at": now})
             subject = f"tb.{envelope.recipient}.in.{envelope.kind}"

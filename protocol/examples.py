@@ -32,7 +32,8 @@ DAY = 86_400_000
 
 
 def application(now: int, *, window_no: str = "ZZ-TB-20261123-0001",
-                window_decision: b.Accept | None = None) -> b.Application:
+                window_decision: b.Accept | None = None, scans: bool = True) -> b.Application:
+    """``scans=False``: paper materials only (no file to transfer)."""
     return b.Application(
         matter=b.MatterRef(code="11370100MB28517409437010200200001", version=3,
                            name="异地就医备案（异地长期居住人员）"),
@@ -57,10 +58,10 @@ def application(now: int, *, window_no: str = "ZZ-TB-20261123-0001",
         materials=(
             b.MaterialRef(name="居民身份证", collected=True, mode="paper_original", count=1,
                           trust="B", verified_by="李窗口"),
-            b.MaterialRef(name="异地居住证明", collected=True, mode="electronic", count=1,
-                          trust="C", sha256=bytes(range(32)), size=183_422,
-                          media_type="application/pdf", key=bytes(range(32, 64)),
-                          chunk_size=262_144, object="m-3f9c2a7be1d04c58a6"),
+            *([b.MaterialRef(name="异地居住证明", collected=True, mode="electronic", count=1,
+                             trust="C", sha256=bytes(range(32)), size=183_422,
+                             media_type="application/pdf", key=bytes(range(32, 64)),
+                             chunk_size=262_144, object="m-3f9c2a7be1d04c58a6")] if scans else []),
         ),
         deferred=(
             b.DeferredItem(material="社区居住证明", pledge="本人承诺五个工作日内补交。",

@@ -152,3 +152,22 @@ async def test_department_webhook_failing(tmp_path: Path, failures: int) -> None
                 await cluster.verify(H, cases[0])
     finally:
         await runner.cleanup()
+
+
+async def test_a_node_stops_promptly_with_work_in_flight(tmp_path: Path) -> None:
+    """SIGTERM while forwards are retrying: every task stops, the process exits cleanly."""
+    department = _Department(failures=10**6)  # fails every time, half of them slowly
+    runner, port = await _department_server(department)
+    try:
+        async with Cluster(tmp_path) as cluster:
+            webhook = [{"kind": "webhook", "name": "部门系统", "url": f"http://127.0.0.1:{port}/intake"}]
+            await _pair(cluster, webhook, retry={**RETRY, "attempts": 50, "deadline_s": 600.0})
+            await _flood(cluster, 20, rate=100)
+            await cluster.wait_for(H, "forwarding", 20, 30)
+            process = cluster.processes[H]
+            started = asyncio.get_running_loop().time()
+            await cluster.stop(H)
+            assert asyncio.get_running_loop().time() - started < 5
+            assert process.returncode == 0  # stopped by itself, not killed
+    finally:
+        await runner.cleanup()
