@@ -124,6 +124,10 @@ class Limits(_Section):
     commit_batch: int = Field(default=512, ge=1, le=10_000)
 
 
+_DEFAULT_DESK: DeskDepartment | WebhookDepartment | NatsDepartment = DeskDepartment(
+    name="部门办理窗口")
+
+
 class NodeConfig(_Section):
     region: RegionCode  # GB/T 2260 code of this node's region
     name: str = Field(min_length=1, max_length=100)  # e.g. 济南市
@@ -131,9 +135,8 @@ class NodeConfig(_Section):
     keys_dir: Path | None = None  # default: <data_dir>/keys
     nats: NatsConfig = NatsConfig()
     http: HttpConfig = HttpConfig()
-    departments: list[DepartmentConfig] = Field(
-        default_factory=lambda: [DeskDepartment(name="部门办理窗口")], min_length=1
-    )
+    departments: list[DepartmentConfig] = Field(default_factory=lambda: [_DEFAULT_DESK],
+                                                min_length=1)
     #: First review (初审) by rules instead of a reviewer: every complete application is
     #: accepted at once (demo, benchmarks, and matters whose catalog entry allows it).
     auto_review: bool = False

@@ -202,8 +202,8 @@ class Node:
         for msg_id, subject, wire, _ in changes.outbox:
             self._outbox.put_nowait((msg_id, subject, wire))
         if changes.resend:
-            for item in self.store.outbox_items(changes.resend):
-                self._outbox.put_nowait(item)
+            for resent in self.store.outbox_items(changes.resend):
+                self._outbox.put_nowait(resent)
         if changes.timers_set:
             self._timer_wake.set()
         if changes.materials:

@@ -219,7 +219,7 @@ async def _run(seconds: float, window: int, soak: float, base: Path) -> dict[str
             await handling.wait()
         raw = await _raw_floor(server.url, sizes, apps=5000)
     latencies.sort()
-    result = {
+    result: dict[str, Any] = {
         "apps_per_s": round(apps_per_s, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else None,

@@ -185,7 +185,9 @@ def status(case_id: str, url: str) -> None:
     """Show a case's state and its receipt chain at a running node."""
     reply = _http("GET", f"{url}/api/cases/{case_id}")
     click.echo(f"{reply['case_id']}  {reply['state']} {reply['state_zh']}  (peer {reply['peer']})")
-    for receipt in reply["receipts"]:
+    receipts = reply["receipts"]
+    assert isinstance(receipts, list)
+    for receipt in receipts:
         click.echo(f"  {receipt['actor']}#{receipt['index']:<3} {receipt['kind']:<22} "
                    f"{receipt['digest'][:16]}…  {receipt['data']}")
 

@@ -165,9 +165,10 @@ class _Batch:
             return self._peer_rejection(item, opened)
         case = self._case(envelope.case)
         if case is None:
-            case = self._open_handling_case(opened)
-            if isinstance(case, Result):
-                return case
+            opening = self._open_handling_case(opened)
+            if isinstance(opening, Result):
+                return opening
+            case = opening
         try:
             step = case.receive(envelope, opened.body, opened.receipts, self.now)
         except RemoteProtocolError as exc:

@@ -20,4 +20,4 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)  # type: ignore[no-any-return]
+    return uvloop.run(main)

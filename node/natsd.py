@@ -56,11 +56,18 @@ class EmbeddedNats:
         self.extra_args = extra_args
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
-        self.url: str | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The client URL (``nats://127.0.0.1:<port>``) once the server is ready."""
+        if self._url is None:
+            raise NatsServerError("nats-server has not been started")
+        return self._url
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
-        return f"<EmbeddedNats {self.url} pid={pid}>"
+        return f"<EmbeddedNats {self._url} pid={pid}>"
 
     async def __aenter__(self) -> EmbeddedNats:
         await self.start()
@@ -93,9 +100,9 @@ class EmbeddedNats:
                     f"{self.process.returncode}; see {log_file}")
             if ports_file.exists():
                 with contextlib.suppress(json.JSONDecodeError, KeyError, IndexError):
-                    url = json.loads(ports_file.read_text())["nats"][0]
+                    url = str(json.loads(ports_file.read_text())["nats"][0])
                     if await _accepts(url):
-                        self.url = url
+                        self._url = url
                         log.info("embedded nats-server %s (pid %d)", url, self.process.pid)
                         return url
             await asyncio.sleep(0.05)

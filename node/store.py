@@ -239,7 +239,7 @@ class Store:
     def case_snapshot(self, case_id: str) -> dict[str, Any] | None:
         row = self._db.conn.execute(
             "SELECT snapshot FROM cases WHERE case_id = ?", (case_id,)).fetchone()
-        return None if row is None else _unpack(row[0])  # type: ignore[no-any-return]
+        return None if row is None else dict(_unpack(row[0]))
 
     def case_row(self, case_id: str) -> dict[str, Any] | None:
         cursor = self._db.conn.execute(
