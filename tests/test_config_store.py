@@ -18,7 +18,8 @@ EXAMPLES = Path(__file__).parent.parent / "config" / "examples"
 def test_example_configurations_load(name: str) -> None:
     config = load_config(EXAMPLES / name, environ={})
     assert config.data_dir.is_absolute()  # relative to the file
-    assert {p.region for p in config.peers} and config.region not in {p.region for p in config.peers}
+    assert {p.region for p in config.peers}
+    assert config.region not in {p.region for p in config.peers}
     assert config.departments
 
 
@@ -48,10 +49,13 @@ def test_bad_values_name_key_value_and_rule() -> None:
                       "departments": [{"kind": "fax", "name": "x"}]}, base=Path("."), environ={})
     message = str(caught.value)
     assert "配置有误" in message
-    assert "region = '3701'" in message and "pattern" in message
-    assert "http.port = 70000" in message and "less than or equal to 65535" in message
+    assert "region = '3701'" in message
+    assert "pattern" in message
+    assert "http.port = 70000" in message
+    assert "less than or equal to 65535" in message
     assert "retry.attempts = 0" in message
-    assert "'fax'" in message and "'desk', 'webhook', 'nats'" in message
+    assert "'fax'" in message
+    assert "'desk', 'webhook', 'nats'" in message
 
 
 def test_unknown_keys_and_missing_ones_are_named(tmp_path: Path) -> None:
