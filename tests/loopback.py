@@ -221,3 +221,12 @@ def example_body(case: Case, event: str, now: int, application: Any = None) -> A
         case "conclude":
             return ex.outcome(now)
     return None
+
+
+def thaw(value: Any) -> Any:
+    """A decoded value with arrays as lists again (the decoder returns tuples), to edit."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value

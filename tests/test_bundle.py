@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import pytest
-from loopback import T0, Pair
+from loopback import T0, Pair, thaw
 
 from protocol import examples as ex
 from protocol.codec import decode, encode
@@ -50,15 +50,9 @@ def walk() -> Walk:
 
 
 def _fields(region: str) -> dict[str, Any]:
-    return _thaw(decode(walk().bundles[region], max_bytes=1 << 28, max_depth=24))
+    return thaw(decode(walk().bundles[region], max_bytes=1 << 28, max_depth=24))
 
 
-def _thaw(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _verify(data: bytes) -> BundleError | None:
@@ -470,7 +464,7 @@ def test_malformed_public_key_in_a_key_record() -> None:
     kid = key_id("ed25519", public)
     fields["keys"].append({"key_id": kid, "region": C, "purpose": "sign", "public": public,
                            "valid_from": 0})
-    envelope = _thaw(decode(fields["envelopes"][0]["wire"]))
+    envelope = thaw(decode(fields["envelopes"][0]["wire"]))
     envelope["sig"]["key"] = kid  # the signature is outside what the digest covers
     fields["envelopes"][0]["wire"] = encode(envelope)
     _broken(fields)

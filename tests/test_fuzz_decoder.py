@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loopback import T0, Pair
+from loopback import T0, Pair, thaw
 
 from protocol import examples as ex
 from protocol.codec import decode, encode
@@ -205,19 +205,13 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-def _thaw(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def restructure(value: Any, rng: random.Random, donors: list[Any]) -> Any:
     """Replace, remove or add one field somewhere in a decoded message."""
-    value = _thaw(value)
+    value = thaw(value)
     path = rng.choice(_paths(value))
-    replacement = rng.choice([*_ODD_VALUES, _thaw(rng.choice(donors))])
+    replacement = rng.choice([*_ODD_VALUES, thaw(rng.choice(donors))])
     if not path:
         return replacement
     parent = value
