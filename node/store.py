@@ -245,9 +245,7 @@ class Store:
         cursor = self._db.conn.execute(
             "SELECT case_id, role, peer, state, matter, window_no, created_at, updated_at "
             "FROM cases WHERE case_id = ?", (case_id,))
-        row = cursor.fetchone()
-        return None if row is None else dict(zip([c[0] for c in cursor.description], row,
-                                                 strict=True))
+        return _one(cursor)
 
     def cases(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql = ("SELECT case_id, role, peer, state, matter, window_no, created_at, updated_at "
@@ -257,8 +255,7 @@ class Store:
             sql += " WHERE state = ?"
             args = (state,)
         cursor = self._db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _all(cursor)
 
     def count_states(self) -> dict[str, int]:
         return dict(self._db.conn.execute(
@@ -329,16 +326,13 @@ class Store:
         cursor = self._db.conn.execute(
             "SELECT object, case_id, peer, state, name, media_type, size, sha256, key, chunk_size "
             "FROM materials WHERE object = ?", (obj,))
-        row = cursor.fetchone()
-        return None if row is None else dict(zip([c[0] for c in cursor.description], row,
-                                                 strict=True))
+        return _one(cursor)
 
     def materials_in(self, state: str, limit: int = 100) -> list[dict[str, Any]]:
         cursor = self._db.conn.execute(
             "SELECT object, case_id, peer, state, name, media_type, size, sha256, key, chunk_size "
             "FROM materials WHERE state = ? ORDER BY updated_at LIMIT ?", (state, limit))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _all(cursor)
 
     def counter(self, name: str) -> int:
         row = self._db.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -348,8 +342,17 @@ class Store:
         cursor = self._db.conn.execute(
             "SELECT msg_id, sender, case_id, code, detail, at FROM rejections "
             "ORDER BY at DESC LIMIT ?", (limit,))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _all(cursor)
+
+
+def _one(cursor: sqlite3.Cursor) -> dict[str, Any] | None:
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([c[0] for c in cursor.description], row, strict=True))
+
+
+def _all(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
