@@ -1,45 +1,50 @@
 """The transition table and the sans-IO case machine in isolation (no cryptography).
 
-Remote events are fed to ``Case.receive`` as crafted, unsigned envelopes and
-receipts: the machine never checks signatures (``receipts`` does that before it).
+The (role, state, event) table contract: every row, every pair, and the receipt
+chains it builds; persistence, body checks and rules, duplicates and forks, and
+random walks. Remote events are fed to ``Case.receive`` as crafted, unsigned
+envelopes and receipts: the machine never checks signatures (``receipts`` does that
+before it). Timers and the promise clock are in ``test_timers``.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import hashlib
-import itertools
 from collections import deque
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loopback import T0, example_body
-
-from protocol import (
-    Case,
-    EncryptionHeader,
-    Envelope,
-    LocalProtocolError,
-    Reason,
-    Receipt,
-    RemoteProtocolError,
-    Step,
-    WeekdayCalendar,
-    add_working_days,
-    event_digest,
-    event_for_message,
+from loopback import T0
+from machine_helpers import (
+    APP,
+    CALENDAR,
+    CID,
+    DECIDED_APP,
+    HOUR,
+    NOW,
+    ROLES,
+    STATES,
+    C,
+    H,
+    Wireless,
+    case_in,
+    digest,
+    envelope,
+    local_body,
+    message_for,
+    new_case,
+    next_receipt,
+    receive,
+    snap,
+    walk_to_processing,
 )
-from protocol import bodies as b
+
+from protocol import Case, LocalProtocolError, Reason, RemoteProtocolError, event_digest, event_for_message
 from protocol import examples as ex
-from protocol.calendar import working_days_between
-from protocol.fields import date_of, end_of_day
-from protocol.machine import RECEIPTS_SENT_WITH, event_record
+from protocol.machine import event_record
 from protocol.states import (
-    COLLECTING_STATES,
-    HANDLING_STATES,
     LOCAL_EVENTS,
     REMOTE_EVENTS,
     STATE_NAMES_ZH,
@@ -47,136 +52,6 @@ from protocol.states import (
     TRANSITIONS,
     Role,
 )
-
-CID = "CASE-MACHINE-0001"
-C, H = ex.COLLECTING, ex.HANDLING
-KEYS = {C: "ed25519:" + "1" * 16, H: "ed25519:" + "2" * 16}
-CST = dt.timezone(dt.timedelta(hours=8))
-HOUR = 3_600_000
-NOW = T0 + 3 * ex.DAY  # Thursday 2026-11-26 10:13 CST (T0 is Monday 2026-11-23 10:13:20 CST)
-CALENDAR = WeekdayCalendar()
-STATES: dict[Role, tuple[str, ...]] = {"collecting": COLLECTING_STATES, "handling": HANDLING_STATES}
-ROLES: tuple[Role, Role] = ("collecting", "handling")
-PROMISED = "2026-12-18"
-SUSPENDED_ON = "2026-11-20"  # a Friday
-APP = ex.application(T0)
-DECIDED_APP = ex.application(T0, window_decision=ex.accept(T0))
-_HEADER = EncryptionHeader(to="x25519:" + "0" * 16, epk=bytes(32), nonce=bytes(12))
-_ids = itertools.count(1)
-
-
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    return int(dt.datetime(year, month, day, hour, minute, tzinfo=CST).timestamp() * 1000)
-
-
-def regions(role: Role) -> tuple[str, str]:
-    return (C, H) if role == "collecting" else (H, C)
-
-
-def new_case(role: Role, **context: Any) -> Case:
-    ours, theirs = regions(role)
-    return Case(case=CID, role=role, ours=ours, theirs=theirs, our_key=KEYS[ours],
-                calendar=CALENDAR, **context)
-
-
-def case_in(role: Role, state: str) -> Case:
-    """A case of ``role`` in ``state`` with the context every transition out of it needs."""
-    # collecting-decides: the window's own acts and submit_decided are authorised
-    context: dict[str, Any] = {"state": state, "promise_days": 10,
-                               "acceptance": "collecting_decides"}
-    if state != "new":
-        context |= {"our_index": 2, "our_last": digest("ours 2"), "sent_index": 1,
-                    "their_index": 1, "their_last": digest("theirs 1")}
-    if role == "handling":
-        if state != "new":
-            context["received_at"] = T0  # the window's receipt time, from the application
-        if state == "received":
-            context["timers"] = {"notice": end_of_day(dt.date(2026, 11, 27))}
-        if state in ("forwarding", "dead_letter", "processing"):
-            context["timers"] = {"promise": end_of_day(dt.date.fromisoformat(PROMISED))}
-        if state in ("forwarding", "dead_letter", "processing", "suspended", "concluded"):
-            context["promised_date"] = PROMISED
-        if state == "suspended":
-            context["suspended_on"] = SUSPENDED_ON
-        if state == "forwarding":
-            context["forward_attempts"] = 2
-    return new_case(role, **context)
-
-
-def envelope(kind: str, sender: str, recipient: str, case: str = CID) -> Envelope:
-    return Envelope(id=f"MSG-{next(_ids):08d}", kind=kind, sender=sender,  # type: ignore[arg-type]
-                    recipient=recipient, case=case, seq=1, sent_at=T0, enc=_HEADER, payload=b"")
-
-
-def message_for(event: str, now: int = NOW) -> tuple[str, Any]:
-    """A message kind and body that the receiving side reads as ``event``."""
-    match event:
-        case "received" | "outcome_ack":
-            return event, b.Ack(of=digest("acknowledged"), at=now)
-        case "accept":
-            return "decision", ex.accept(now)
-        case "request_supplement":
-            return "decision", ex.supplement_request(now)
-        case "refuse":
-            return "decision", ex.refuse(now)
-        case "withdrawn":
-            return "withdrawn", b.Withdrawn(at=now)
-        case "withdrawal_refused":
-            reason = Reason.WITHDRAWAL_TOO_LATE
-            return "rejection", b.Rejection(of=digest("withdrawal"), code=reason.code,
-                                            zh=reason.zh, en=reason.en)
-        case "forwarded":
-            return "forwarded", ex.forwarded(now)
-        case "step" | "suspend" | "resume":
-            return "progress", ex.progress(now, event)
-        case "conclude":
-            return "outcome", ex.outcome(now)
-        case "submit":
-            return "application", APP
-        case "submit_decided":
-            return "application", DECIDED_APP
-        case "supplement":
-            return "supplement", ex.supplement(now)
-        case "withdraw":
-            return "withdrawal", ex.withdrawal(now)
-        case "deliver":
-            return "delivery", ex.delivery(now)
-        case "evaluate":
-            return "evaluation", ex.evaluation(now)
-    raise AssertionError(f"no message for {event}")
-
-
-def signed_with(role: str, kind: str, body: Any = None) -> str:
-    """A receipt kind the peer signs with the message ``role`` reads as this event."""
-    event = event_for_message(kind, body) if body is not None else kind
-    return sorted(RECEIPTS_SENT_WITH.get((role, event), {"peer_step"}))[0]
-
-
-def next_receipt(case: Case, kind: str = "peer_step", now: int = NOW) -> Receipt:
-    """The peer's next receipt, as ``case`` expects it (right index, chained)."""
-    return Receipt(case=case.case, index=case.their_index + 1, kind=kind, actor=case.theirs,
-                   key=KEYS[case.theirs], prev=case.their_last, cause=digest("peer cause"), at=now)
-
-
-def receive(case: Case, event: str, now: int = NOW) -> tuple[Step | None, Envelope, Receipt]:
-    kind, body = message_for(event, now)
-    env = envelope(kind, case.theirs, case.ours)
-    receipt = next_receipt(case, signed_with(case.role, kind, body), now=now)
-    return case.receive(env, body, [receipt], now), env, receipt
-
-
-def local_body(case: Case, event: str, now: int = NOW) -> Any:
-    application = DECIDED_APP if event == "submit_decided" else APP
-    return example_body(case, event, now, application)
-
-
-def snap(case: Case) -> dict[str, Any]:
-    return copy.deepcopy(case.snapshot())
-
 
 # ====================================================================== the table itself
 
@@ -355,54 +230,6 @@ def test_every_role_state_event(role: Role, state: str, event: str) -> None:
 # ====================================================================== a machine pair, no crypto
 
 
-class Wireless:
-    """Both sides of one case, messages passed as (unsigned) objects, in order."""
-
-    def __init__(self, acceptance: str = "handling_decides") -> None:
-        self.c = new_case("collecting", acceptance=acceptance, promise_days=10)  # type: ignore[arg-type]
-        self.h = new_case("handling", acceptance=acceptance, promise_days=10)  # type: ignore[arg-type]
-        self.chains: dict[str, list[Receipt]] = {C: [], H: []}
-        self.queue: deque[tuple[Case, Any]] = deque()
-
-    def peer(self, case: Case) -> Case:
-        return self.h if case is self.c else self.c
-
-    def local(self, case: Case, event: str, body: Any, now: int) -> Step:
-        return self._record(case, case.local(event, body, now))
-
-    def local_example(self, case: Case, event: str, now: int, application: Any = APP) -> Step:
-        return self.local(case, event, example_body(case, event, now, application), now)
-
-    def _record(self, case: Case, step: Step) -> Step:
-        if step.receipt is not None:
-            self.chains[case.ours].append(step.receipt)
-        if step.send is not None:
-            self.queue.append((case, step.send))
-        return step
-
-    def deliver(self, now: int) -> Step | None:
-        sender, send = self.queue.popleft()
-        receiver = self.peer(sender)
-        env = envelope(send.kind, sender.ours, receiver.ours)
-        receipts = self.chains[sender.ours][send.first_receipt:send.last_receipt + 1]
-        step = receiver.receive(env, send.body, receipts, now)
-        return None if step is None else self._record(receiver, step)
-
-    def pump(self, now: int) -> None:
-        while self.queue:
-            self.deliver(now)
-
-
-def walk_to_processing(pair: Wireless, now: int = T0) -> None:
-    pair.local_example(pair.c, "collect", now)
-    pair.local_example(pair.c, "submit", now + 1)
-    pair.pump(now + 2)
-    pair.local_example(pair.h, "accept", now + HOUR)
-    pair.pump(now + HOUR)
-    pair.local_example(pair.h, "forwarded", now + 2 * HOUR)
-    pair.pump(now + 2 * HOUR)
-
-
 def test_chains_cross_link_along_a_whole_case() -> None:
     pair = Wireless()
     walk_to_processing(pair)
@@ -422,128 +249,6 @@ def test_chains_cross_link_along_a_whole_case() -> None:
         index = {r.digest: r.index for r in pair.chains[theirs]}
         links = [index[r.their] for r in pair.chains[ours] if r.their is not None]
         assert links == sorted(links)
-
-
-# ====================================================================== timers
-
-
-def test_notice_due_is_end_of_fifth_working_day_in_cst() -> None:
-    """Friday 03:00 CST is still Thursday in UTC: the clock must count from the CST date."""
-    received_at = ms(2026, 11, 20, 3, 0)  # Friday
-    assert dt.datetime.fromtimestamp(received_at / 1000, dt.UTC).weekday() == 3  # Thursday UTC
-    case = new_case("handling")
-    step, _, _ = _receive_body(case, "application", ex.application(received_at), received_at)
-    due = ms(2026, 11, 28) - 1  # Friday 2026-11-27 23:59:59.999 CST
-    assert step.set_timers == {"notice": due} == case.timers
-    assert dt.datetime.fromtimestamp(due / 1000, CST) == dt.datetime(
-        2026, 11, 27, 23, 59, 59, 999_000, tzinfo=CST)
-    # later on Friday (and the weekend after it) land on the same instant
-    for at in (ms(2026, 11, 20, 23, 59), ms(2026, 11, 21, 12), ms(2026, 11, 22, 23, 59)):
-        case = new_case("handling")
-        _receive_body(case, "application", ex.application(at), at)
-        assert case.timers == {"notice": due}
-    # T0 is a Monday: due the next Monday
-    case = new_case("handling")
-    _receive_body(case, "application", APP, T0)
-    assert case.timers == {"notice": ms(2026, 12, 1) - 1}
-
-
-@settings(max_examples=60, deadline=None)
-@given(received_at=st.integers(ms(2026, 1, 1), ms(2030, 12, 31)))
-def test_notice_due_property(received_at: int) -> None:
-    case = new_case("handling")
-    _receive_body(case, "application", ex.application(received_at), received_at)
-    due = case.timers["notice"]
-    day = dt.datetime.fromtimestamp(due / 1000, CST)
-    assert (day.hour, day.minute, day.second, day.microsecond) == (23, 59, 59, 999_000)
-    assert day.weekday() < 5
-    assert working_days_between(CALENDAR, date_of(received_at), day.date()) == 5
-    assert (day.date() - date_of(received_at)).days <= 9
-
-
-def _receive_body(case: Case, kind: str, body: Any, now: int) -> tuple[Step, Envelope, Receipt]:
-    env = envelope(kind, case.theirs, case.ours)
-    receipt = next_receipt(case, signed_with(case.role, kind, body), now=now)
-    step = case.receive(env, body, [receipt], now)
-    assert step is not None
-    return step, env, receipt
-
-
-def test_notice_due_is_a_deemed_acceptance() -> None:
-    case = new_case("handling", promise_days=10)
-    _receive_body(case, "application", APP, T0)
-    fired_at = case.timers["notice"] + 1  # Saturday 2026-11-28 00:00 CST
-    step = case.local("notice_due", None, fired_at)
-    assert step.new_state == case.state == "forwarding"
-    assert step.receipt is not None
-    assert step.receipt.kind == "deemed_accepted"
-    assert step.send is not None
-    assert step.send.kind == "decision"
-    accept = step.send.body
-    assert isinstance(accept, b.Accept)
-    assert accept.deemed is True
-    # 行政许可法 §32 (四): accepted as of the day the materials were received
-    assert accept.accepted_at == T0 == case.received_at
-    assert accept.promised_date == add_working_days(CALENDAR, date_of(T0), 10).isoformat()
-    assert step.receipt.data["deemed"] is True
-    assert "notice" not in case.timers
-    assert case.timers["promise"] == end_of_day(dt.date.fromisoformat(accept.promised_date))
-    # the collecting side reads it as an acceptance
-    collecting = case_in("collecting", "under_review")
-    env = envelope("decision", H, C)
-    out = collecting.receive(env, accept, [next_receipt(collecting, "deemed_accepted")], fired_at)
-    assert out is not None
-    assert out.event == "accept"
-    assert collecting.state == "accepted"
-
-
-def test_promise_timer_from_accept_and_suspend_resume_moves_it() -> None:
-    case = new_case("handling")
-    _receive_body(case, "application", APP, T0)
-    step = case.local("accept", ex.accept(T0, promised_date="2026-12-18"), T0 + HOUR)
-    assert step.cancel_timers == ("notice",)
-    assert case.promised_date == "2026-12-18"
-    assert case.timers == {"promise": end_of_day(dt.date(2026, 12, 18))} == step.set_timers
-    case.local("forwarded", ex.forwarded(T0), T0 + 2 * HOUR)
-    suspend_at = ms(2026, 11, 23, 10)  # Monday
-    step = case.local("suspend", ex.progress(suspend_at, "suspend"), suspend_at)
-    assert step.cancel_timers == ("promise",)
-    assert case.timers == {}
-    assert case.suspended_on == "2026-11-23"
-    resume_at = ms(2026, 12, 1, 16)  # Tuesday next week: 6 working days stopped
-    step = case.local("resume", ex.progress(resume_at, "resume"), resume_at)
-    assert case.promised_date == "2026-12-28"  # Friday 12-18 + 6 working days
-    assert case.timers == step.set_timers == {"promise": end_of_day(dt.date(2026, 12, 28))}
-    assert case.suspended_on is None
-
-
-@settings(max_examples=50, deadline=None)
-@given(suspend_day=st.integers(0, 20), length=st.integers(0, 30),
-       promised=st.dates(dt.date(2026, 11, 23), dt.date(2027, 6, 30)))
-def test_resume_moves_promise_by_working_days_suspended(suspend_day: int, length: int,
-                                                        promised: dt.date) -> None:
-    case = case_in("handling", "processing")
-    case.promised_date = promised.isoformat()
-    suspend_at = NOW + suspend_day * ex.DAY
-    resume_at = suspend_at + length * ex.DAY + HOUR
-    case.local("suspend", ex.progress(suspend_at, "suspend"), suspend_at)
-    assert "promise" not in case.timers
-    case.local("resume", ex.progress(resume_at, "resume"), resume_at)
-    stopped = working_days_between(CALENDAR, date_of(suspend_at), date_of(resume_at))
-    moved = add_working_days(CALENDAR, promised, stopped)
-    assert case.promised_date == moved.isoformat()
-    assert case.timers["promise"] == end_of_day(moved)
-    weekdays = sum(1 for d in range(1, (date_of(resume_at) - date_of(suspend_at)).days + 1)
-                   if (date_of(suspend_at) + dt.timedelta(days=d)).weekday() < 5)
-    assert stopped == weekdays
-
-
-def test_promise_from_window_decision_in_collecting_decides_model() -> None:
-    case = new_case("handling", acceptance="collecting_decides")
-    step, _, _ = _receive_body(case, "application", DECIDED_APP, T0)
-    assert step.new_state == "forwarding"
-    assert case.promised_date == DECIDED_APP.window_decision.promised_date  # type: ignore[union-attr]
-    assert case.timers == {"promise": end_of_day(dt.date(2026, 12, 18))}
 
 
 # ====================================================================== persistence
@@ -730,7 +435,7 @@ def test_random_walk_chains_and_snapshots(data: st.DataObject) -> None:
             ]
             if case is pair.h and case.state == "delivered" and (
                     pair.c.state != "archived" or pair.queue):
-                # BUG (tests/test_paths.py::test_late_evaluation_after_handling_archived):
+                # BUG (tests/test_paths_races.py::test_late_evaluation_after_handling_archived):
                 # a handling archive before the evaluation arrives makes it rejected.
                 choices.remove(("local", (case, "archive")))
             if model != "collecting_decides":  # only that model lets the window decide
