@@ -65,6 +65,7 @@ class _Load:
         self.done = 0
         self.submitting = 0
         self.changed = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()  # held: unreferenced tasks may be collected
         node.observers.append(self._observe)
 
     def _observe(self, result: Result) -> None:
@@ -75,6 +76,11 @@ class _Load:
                 self.latencies.append(time.perf_counter() - start)
                 self.done += 1
                 self.changed.set()
+
+    def _spawn(self, index: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.submit(index))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def submit(self, index: int) -> None:
         now = self.node.clock()
@@ -97,7 +103,7 @@ class _Load:
         while time.perf_counter() < deadline:
             while len(self.started) + self.submitting < window:
                 index += 1
-                asyncio.get_running_loop().create_task(self.submit(index))
+                self._spawn(index)
                 await asyncio.sleep(0)
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -124,7 +130,7 @@ class _Load:
             due = int(elapsed * rate) - sent
             for _ in range(due):
                 index += 1
-                asyncio.get_running_loop().create_task(self.submit(index))
+                self._spawn(index)
             sent += due
             await asyncio.sleep(0.002)
         await self.drain(60.0)
