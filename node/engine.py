@@ -215,6 +215,7 @@ class _Batch:
         engine, changes, now = self.engine, self.changes, self.now
         unsigned = [step.receipt for _, step, _ in self.steps if step.receipt is not None]
         signed = {r.digest: r for r in engine.postmaster.sign_receipts(unsigned)}
+        ours = {(r.case, r.index): r for r in signed.values()}  # all made by this batch
         for case_id, step, _ in self.steps:
             if step.receipt is not None:
                 changes.receipts.append(_receipt_row(signed[step.receipt.digest]))
@@ -229,7 +230,7 @@ class _Batch:
             case = self.cases[case_id]
             msg_id, seq = engine.next_message()
             carried = self._our_receipts(case, step.send.first_receipt, step.send.last_receipt,
-                                         signed)
+                                         ours)
             letters.append(Letter(id=msg_id, kind=step.send.kind, recipient=case.theirs,
                                   case=case_id, seq=seq, sent_at=now, body=step.send.body,
                                   receipts=tuple(carried)))
@@ -241,9 +242,10 @@ class _Batch:
                                   seq=seq, sent_at=now, body=rejection, receipts=()))
             answers_for.append(None)
         answers: dict[bytes, list[str]] = {}
-        for sealed, answering in zip(engine.postmaster.seal(letters), answers_for, strict=True):
+        sealed_letters = zip(letters, engine.postmaster.seal(letters), answers_for, strict=True)
+        for letter, sealed, answering in sealed_letters:
             envelope = sealed.envelope
-            for ref in _materials_of(sealed.envelope.kind, _body_of(letters, envelope.id)):
+            for ref in _materials_of(envelope.kind, letter.body):
                 held = engine.store.material(ref.object or "")
                 if held is None:  # a file this node never received: nothing to transfer
                     log.warning("case %s names material %s, which this node does not hold",
@@ -311,15 +313,14 @@ class _Batch:
         return case
 
     def _our_receipts(self, case: Case, first: int, last: int,
-                      signed: dict[bytes, Receipt]) -> list[Receipt]:
-        in_batch = {r.index: r for r in signed.values()
-                    if r.case == case.case and r.actor == case.ours}
+                      in_batch: dict[tuple[str, int], Receipt]) -> list[Receipt]:
+        """Our receipts ``first..last`` of a case: signed in this batch, or stored earlier."""
         stored: dict[int, Receipt] = {}
-        if any(i not in in_batch for i in range(first, last + 1)):
+        if any((case.case, i) not in in_batch for i in range(first, last + 1)):
             for raw in self.engine.store.receipts(case.case, case.ours, first, last):
                 receipt = receipt_from_fields(decode(raw))
                 stored[receipt.index] = receipt
-        return [in_batch.get(i) or stored[i] for i in range(first, last + 1)]
+        return [in_batch.get((case.case, i)) or stored[i] for i in range(first, last + 1)]
 
     def _seen(self, msg_id: str) -> Result | None:
         seen = self.engine.store.seen(msg_id)
@@ -371,10 +372,6 @@ def _materials_of(kind: str, body: Any) -> list[b.MaterialRef]:
     if kind in ("application", "supplement"):
         return [m for m in body.materials if m.object is not None]
     return []
-
-
-def _body_of(letters: list[Letter], msg_id: str) -> Any:
-    return next(letter.body for letter in letters if letter.id == msg_id)
 
 
 def _sender_of(data: bytes) -> str | None:

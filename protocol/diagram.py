@@ -85,10 +85,6 @@ def _rows(role: Role) -> Iterator[tuple[str, str, Transition]]:
             yield state, event, transition
 
 
-def _other(role: Role) -> Role:
-    return "handling" if role == "collecting" else "collecting"
-
-
 def message_events() -> list[tuple[str, str, str, Role]]:
     """``(kind, body selector, event, receiving role)`` for every message a case exchanges."""
     rows = []

@@ -34,7 +34,6 @@ from protocol.codec import canonical, encode, repack
 from protocol.fields import CaseId, Digest, KeyId, MessageId, Millis, RegionCode, Wire
 
 __all__ = [
-    "ENC_ALG",
     "KINDS",
     "PROTOCOL_VERSION",
     "TAG_ENVELOPE",
@@ -52,7 +51,6 @@ PROTOCOL_VERSION = 1
 TAG_ENVELOPE = b"tongban/1 envelope\x00"
 TAG_RECEIPT = b"tongban/1 receipt\x00"
 
-ENC_ALG = "X25519-HKDF-SHA256-A256GCM"
 
 Kind = Literal[
     "application",
