@@ -127,6 +127,8 @@ class Node:
                                    self._material_transfers):
                         self._tasks_create(worker(), name=f"{self.region}-{worker.__name__}")
                     self._resume_forwarding()
+                    if self.config.auto_review:
+                        self._resume_review()
                     self.ready.set()
                     await stop.wait()
                     # Every task this node started stops now: workers, forwarding, timers.
@@ -229,12 +231,24 @@ class Node:
                                                or step.event == "operator_retry"):
             self._start_forwarding(result.case_id)
         if self.config.auto_review and step.new_state == "received" and step.old_state == "new":
-            case = self.engine.load_case(result.case_id)
-            if case is not None:
-                now = self.clock()
-                follow_up.append(Command(result.case_id, "accept", b.Accept(
-                    doc_no=f"受理-{result.case_id}"[:50], accepted_at=now,
-                    promised_date=case.promised_date_from(now), decided_by="自动初审")))
+            follow_up.extend(self._automatic_review(result.case_id))
+
+    def _automatic_review(self, case_id: str) -> list[Command]:
+        """初审 by rules: accept a received application at once."""
+        case = self.engine.load_case(case_id)
+        if case is None or case.state != "received":
+            return []
+        now = self.clock()
+        return [Command(case_id, "accept", b.Accept(
+            doc_no=f"受理-{case_id}"[:50], accepted_at=now,
+            promised_date=case.promised_date_from(now), decided_by="自动初审"))]
+
+    def _resume_review(self) -> None:
+        """Reviews queued in memory when an earlier run stopped are queued again."""
+        pending = [command for row in self.store.cases(state="received", limit=100_000)
+                   for command in self._automatic_review(row["case_id"])]
+        if pending:
+            self._tasks_create(self.commands(pending), name=f"{self.region}-resume-review")
 
     async def _relay(self) -> None:
         limit = min(self.config.limits.outbox_inflight, 1000)

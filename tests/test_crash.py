@@ -171,3 +171,19 @@ async def test_a_node_stops_promptly_with_work_in_flight(tmp_path: Path) -> None
             assert process.returncode == 0  # stopped by itself, not killed
     finally:
         await runner.cleanup()
+
+
+async def test_reviews_pending_at_a_restart_are_done_after_it(tmp_path: Path) -> None:
+    """A case left in 'received' (its automatic review was only queued in memory when
+    the node died) is reviewed when the node starts again."""
+    async with Cluster(tmp_path) as cluster:
+        cluster.configure(C, [H])
+        cluster.configure(H, [C], auto_review=False, departments=AUTO_DESK)
+        await cluster.start(C)
+        await cluster.start(H)
+        cases = [await cluster.submit(C, H) for _ in range(5)]
+        await cluster.wait_for(H, "received", 5, 30)
+        await cluster.kill(H)
+        cluster.configure(H, [C], auto_review=True, departments=AUTO_DESK)
+        await cluster.start(H)
+        await _check_exactly_once(cluster, cases, timeout=60)
