@@ -182,6 +182,7 @@ class Node:
         try:
             changes, results = self.engine.process([item for item, _ in items], now)
             await self.store.commit(changes)
+            self.engine.confirm()
         except Exception as exc:  # nothing was written: every input comes back later
             log.exception("batch of %d failed; redelivering", len(items))
             for item, handle in items:

@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ from receipts import NodeKeys
 __all__ = ["run"]
 
 C, H = ex.COLLECTING, ex.HANDLING
+
+#: ``progress(phase, fraction done)``: what the CLI draws its progress bar from.
+Progress = Callable[[str, float], None]
 
 
 def _rss_mb(pid: int | None = None) -> float:
@@ -181,7 +185,24 @@ async def _raw_floor(url: str, sizes: list[tuple[str, int]], apps: int) -> float
     return total / elapsed / len(payloads)
 
 
-async def _run(seconds: float, window: int, soak: float, base: Path) -> dict[str, Any]:
+class _Phases:
+    """Tells ``progress(phase, fraction)`` where the run is, twice a second."""
+
+    def __init__(self, progress: Progress | None, planned_s: float) -> None:
+        self.progress = progress
+        self.planned_s = planned_s
+        self.phase = "starting"
+        self.started = time.perf_counter()
+
+    async def report(self) -> None:
+        while self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress(self.phase, min(0.99, elapsed / self.planned_s))
+            await asyncio.sleep(0.5)
+
+
+async def _run(seconds: float, window: int, soak: float, base: Path,
+               phases: _Phases) -> dict[str, Any]:
     for region in (C, H):
         NodeKeys.generate(region).save(base / region / "keys", valid_from=0)
     async with EmbeddedNats(base / "nats") as server:
@@ -206,12 +227,16 @@ async def _run(seconds: float, window: int, soak: float, base: Path) -> dict[str
             running = asyncio.create_task(node.run(stop))
             await node.ready.wait()
             load = _Load(node)
-            await load.closed_loop(min(5.0, seconds / 3), window)  # warm-up
+            phases.phase = "warm-up"
+            await load.closed_loop(min(5.0, seconds / 3), window)
+            phases.phase = "full load"
             apps_per_s = await load.closed_loop(seconds, window)
             await load.drain(60.0)
+            phases.phase = "half load"
             latencies = await load.open_loop(apps_per_s / 2, seconds)
             soak_rss: list[dict[str, float]] = []
             if soak:
+                phases.phase = "soak"
                 t0 = time.perf_counter()
                 while time.perf_counter() - t0 < soak:
                     await load.open_loop(apps_per_s / 2, soak / 10)
@@ -222,7 +247,12 @@ async def _run(seconds: float, window: int, soak: float, base: Path) -> dict[str
             await running
         finally:
             handling.terminate()
-            await handling.wait()
+            try:
+                await asyncio.wait_for(handling.wait(), 15.0)
+            except TimeoutError:
+                handling.kill()
+                await handling.wait()
+        phases.phase = "raw NATS floor"
         raw = await _raw_floor(server.url, sizes, apps=5000)
     latencies.sort()
     result: dict[str, Any] = {
@@ -258,6 +288,19 @@ def _message_sizes(node: Node) -> list[tuple[str, int]]:
     return sizes
 
 
-def run(seconds: float = 20.0, window: int = 2000, soak: float = 0.0) -> dict[str, Any]:
+def run(seconds: float = 20.0, window: int = 2000, soak: float = 0.0,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """The figures; ``progress(phase, fraction done)`` is told twice a second."""
+    phases = _Phases(progress, planned_s=min(5.0, seconds / 3) + 2 * seconds + soak + 8)
+
+    async def measured() -> dict[str, Any]:
+        reporter = asyncio.create_task(phases.report())
+        try:
+            return await _run(seconds, window, soak, Path(base), phases)
+        finally:
+            reporter.cancel()
+            if progress is not None:
+                progress("done", 1.0)
+
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as base:
-        return loop.run(_run(seconds, window, soak, Path(base)))
+        return loop.run(measured())

@@ -6,10 +6,12 @@ in Chinese and English and exit with status 2, a failed verification with 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -219,6 +221,18 @@ def _logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[str, float], None]]:
+    """A progress bar on stderr (drawn only on a terminal); yields ``report(phase, fraction)``."""
+    with click.progressbar(length=1000, label=label, file=sys.stderr, show_eta=True,
+                           show_percent=True) as bar:
+        def report(phase: str, fraction: float) -> None:
+            bar.label = f"{label}: {phase}"
+            bar.update(max(0, min(1000, int(fraction * 1000)) - bar.pos))
+
+        yield report
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that measure this machine (figures for the closing notes)."""
@@ -238,7 +252,8 @@ def bench_e2e(seconds: float, window: int, soak: float, as_json: bool) -> None:
         click.echo(f"measuring: warm-up, {seconds:g} s at full load, {seconds:g} s at half "
                    f"load{f', {soak:g} s soak' if soak else ''} ...", err=True)
     _logging()
-    result = run(seconds=seconds, window=window, soak=soak)
+    with _progress_bar("bench e2e") as progress:
+        result = run(seconds=seconds, window=window, soak=soak, progress=progress)
     click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
 
 
@@ -252,7 +267,8 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
 
     if not as_json:
         click.echo(f"measuring {seconds:g} s per figure ...", err=True)
-    result = run(seconds=seconds, batch=batch)
+    with _progress_bar("bench protocol") as progress:
+        result = run(seconds=seconds, batch=batch, progress=progress)
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -105,6 +105,12 @@ class Engine:
         self.policy = policy
         self._seq = store.counter("seq")
         self._cases_opened = store.counter("cases")
+        # Our receipts signed lately, by (case, index): a letter carries the receipts made
+        # since the last one sent, often from an earlier batch (collect, then submit).
+        # Batches put theirs in ``_unconfirmed``; ``confirm`` adopts them once committed.
+        self._recent: dict[tuple[str, int], Receipt] = {}
+        self._unconfirmed: dict[tuple[str, int], Receipt] = {}
+        self.recent_receipts = 10_000
 
     def __repr__(self) -> str:
         return f"<Engine {self.region} seq={self._seq} cases={self._cases_opened}>"
@@ -120,6 +126,14 @@ class Engine:
             else:
                 results.append(batch.command(item))
         return batch.finish(), results
+
+    def confirm(self) -> None:
+        """The last batch is on disk: its receipts may be carried by later letters."""
+        recent = self._recent
+        recent.update(self._unconfirmed)
+        self._unconfirmed = {}
+        while len(recent) > self.recent_receipts:
+            del recent[next(iter(recent))]
 
     def new_case_id(self, now: int) -> str:
         self._cases_opened += 1
@@ -216,6 +230,7 @@ class _Batch:
         unsigned = [step.receipt for _, step, _ in self.steps if step.receipt is not None]
         signed = {r.digest: r for r in engine.postmaster.sign_receipts(unsigned)}
         ours = {(r.case, r.index): r for r in signed.values()}  # all made by this batch
+        engine._unconfirmed = ours
         for case_id, step, _ in self.steps:
             if step.receipt is not None:
                 changes.receipts.append(_receipt_row(signed[step.receipt.digest]))
@@ -315,11 +330,15 @@ class _Batch:
     def _our_receipts(self, case: Case, first: int, last: int,
                       in_batch: dict[tuple[str, int], Receipt]) -> list[Receipt]:
         """Our receipts ``first..last`` of a case: signed in this batch, or stored earlier."""
+        known = self.engine._recent
+        found = [in_batch.get((case.case, i)) or known.get((case.case, i))
+                 for i in range(first, last + 1)]
+        if all(found):
+            return found  # type: ignore[return-value]
         stored: dict[int, Receipt] = {}
-        if any((case.case, i) not in in_batch for i in range(first, last + 1)):
-            for raw in self.engine.store.receipts(case.case, case.ours, first, last):
-                receipt = receipt_from_fields(decode(raw))
-                stored[receipt.index] = receipt
+        for raw in self.engine.store.receipts(case.case, case.ours, first, last):
+            receipt = receipt_from_fields(decode(raw))
+            stored[receipt.index] = receipt
         return [in_batch.get((case.case, i)) or stored[i] for i in range(first, last + 1)]
 
     def _seen(self, msg_id: str) -> Result | None:

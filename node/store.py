@@ -133,6 +133,11 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.batches = 0
+        #: The latest committed snapshot of recently changed cases: the engine reads a
+        #: case back a moment after writing it (the next message of the same walk), and
+        #: this spares the query and the unpacking. Filled only once a commit is on disk.
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self.snapshot_cache_size = 10_000
 
     def __repr__(self) -> str:
         return f"<Store {self.path.name} commits={self.commits} batches={self.batches}>"
@@ -188,6 +193,12 @@ class Store:
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue.put((changes, future))
         await future
+        cache = self._snapshots
+        for row in changes.cases:
+            cache.pop(row["case_id"], None)  # re-inserted last: the oldest go first
+            cache[row["case_id"]] = row["snapshot"]
+        while len(cache) > self.snapshot_cache_size:
+            del cache[next(iter(cache))]
 
     def _writer(self, db: sqlite_utils.Database) -> None:
         conn = db.conn
@@ -237,6 +248,9 @@ class Store:
     # ---------------------------------------------------------------- reads
 
     def case_snapshot(self, case_id: str) -> dict[str, Any] | None:
+        cached = self._snapshots.get(case_id)
+        if cached is not None:
+            return dict(cached)
         row = self._db.conn.execute(
             "SELECT snapshot FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         return None if row is None else dict(_unpack(row[0]))

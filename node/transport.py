@@ -156,10 +156,15 @@ class NatsTransport:
     async def close(self) -> None:
         self._closing = True
         if self._nc is not None and not self._nc.is_closed:
-            try:
-                await asyncio.wait_for(self._nc.close(), timeout=5)
-            except (TimeoutError, nats.errors.Error) as exc:
-                log.warning("closing the NATS connection: %s", exc)
+            # Not wait_for: on a timeout it waits for the cancelled close to finish, and
+            # a close stuck inside nats-py would hold the node's shutdown forever.
+            closing = asyncio.ensure_future(self._nc.close())
+            done, _ = await asyncio.wait({closing}, timeout=5)
+            if not done:
+                closing.cancel()
+                log.warning("the NATS connection did not close within 5 s; leaving it")
+            elif closing.exception() is not None:
+                log.warning("closing the NATS connection: %s", closing.exception())
         self.connected = False
 
     async def _ensure_inbox(self) -> None:
@@ -213,21 +218,30 @@ class NatsTransport:
             await asyncio.sleep(min(pause, 1.0))
 
     async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
+        if len(items) > self.max_inflight:
+            raise ValueError(f"publish at most {self.max_inflight} messages at a time")
         futures: list[tuple[str, asyncio.Future[Any]]] = []
         for msg_id, subject, data in items:
             try:
+                # No stall wait: callers publish at most max_inflight at a time and settle
+                # each future (done or cancelled) before the next call, so the semaphore
+                # never blocks; a wait_stall would cost a task per message.
                 future = await self._js.publish_async(
-                    subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=timeout)
+                    subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=None)
             except (nats.errors.Error, nats.js.errors.TooManyStalledMsgsError) as exc:
                 log.warning("publish of %s failed: %s", msg_id, exc)
                 break
             futures.append((msg_id, future))
+        if futures:  # one timeout for the lot: no wrapper task per message
+            await asyncio.wait([f for _, f in futures], timeout=timeout)
         acked = []
-        outcomes = await asyncio.gather(
-            *(asyncio.wait_for(f, timeout) for _, f in futures), return_exceptions=True)
-        for (msg_id, _), outcome in zip(futures, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                log.debug("no PubAck for %s: %r", msg_id, outcome)
+        for msg_id, future in futures:
+            if not future.done():
+                future.cancel()
+                log.debug("no PubAck for %s in %g s", msg_id, timeout)
+            elif future.cancelled() or future.exception() is not None:
+                log.debug("no PubAck for %s: %r", msg_id,
+                          None if future.cancelled() else future.exception())
             else:
                 acked.append(msg_id)
         self.published += len(acked)

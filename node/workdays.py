@@ -28,11 +28,20 @@ class ChinaCalendar:
     def __init__(self, *, fallback: bool = False) -> None:
         self.fallback = fallback
         self._warned: set[int] = set()
+        #: Days already looked up: the package validates every date it is asked about,
+        #: which made deadline arithmetic (20 working days, day by day) a hot spot.
+        self._known: dict[dt.date, bool] = {}
 
     def __repr__(self) -> str:
         return f"ChinaCalendar(fallback={self.fallback})"
 
     def is_working_day(self, day: dt.date) -> bool:
+        known = self._known.get(day)
+        if known is None:
+            known = self._known[day] = self._look_up(day)
+        return known
+
+    def _look_up(self, day: dt.date) -> bool:
         try:
             return bool(chinese_calendar.is_workday(day))
         except NotImplementedError as exc:

@@ -139,3 +139,37 @@ async def test_a_failing_change_does_not_sink_the_others(tmp_path: Path) -> None
         assert store.case_row("x") is None  # nothing half-written
     finally:
         await store.close()
+
+
+async def test_snapshots_read_back_are_the_committed_ones(tmp_path: Path) -> None:
+    store = Store(tmp_path / "n.db")
+    store.snapshot_cache_size = 2
+    store.start()
+
+    def row(case_id: str, state: str | None, n: int) -> dict[str, object]:
+        return {"case_id": case_id, "role": "collecting", "peer": "370100", "state": state,
+                "snapshot": {"state": state, "our_index": n, "timers": {"notice": n}},
+                "at": n, "matter": None, "window_no": None}
+
+    try:
+        await store.commit(Changes(cases=[row("a", "sent", 1), row("b", "sent", 2)]))
+        read = store.case_snapshot("a")
+        assert read == {"state": "sent", "our_index": 1, "timers": {"notice": 1}}
+        assert read is not None
+        read["state"] = "changed by the reader"  # a copy: the next read is unaffected
+        assert store.case_snapshot("a") == {"state": "sent", "our_index": 1,
+                                            "timers": {"notice": 1}}
+        with pytest.raises(StoreError):  # not written, so not what a read returns
+            await store.commit(Changes(cases=[row("a", None, 9)]))
+        assert store.case_snapshot("a") == {"state": "sent", "our_index": 1,
+                                            "timers": {"notice": 1}}
+        await store.commit(Changes(cases=[row("c", "sent", 3)]))  # "a" leaves the cache
+        assert len(store._snapshots) == 2
+        fresh = Store(tmp_path / "n.db")  # what the disk holds, without any cache
+        try:
+            for case_id in "abc":
+                assert store.case_snapshot(case_id) == fresh.case_snapshot(case_id)
+        finally:
+            await fresh.close()
+    finally:
+        await store.close()
