@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,7 +109,7 @@ class Engine:
         # Our receipts signed lately, by (case, index): a letter carries the receipts made
         # since the last one sent, often from an earlier batch (collect, then submit).
         # Batches put theirs in ``_unconfirmed``; ``confirm`` adopts them once committed.
-        self._recent: dict[tuple[str, int], Receipt] = {}
+        self._recent: OrderedDict[tuple[str, int], Receipt] = OrderedDict()
         self._unconfirmed: dict[tuple[str, int], Receipt] = {}
         self.recent_receipts = 10_000
 
@@ -133,7 +134,7 @@ class Engine:
         recent.update(self._unconfirmed)
         self._unconfirmed = {}
         while len(recent) > self.recent_receipts:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
 
     def new_case_id(self, now: int) -> str:
         self._cases_opened += 1

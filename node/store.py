@@ -24,6 +24,7 @@ import dataclasses
 import queue
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class Store:
         #: The latest committed snapshot of recently changed cases: the engine reads a
         #: case back a moment after writing it (the next message of the same walk), and
         #: this spares the query and the unpacking. Filled only once a commit is on disk.
-        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._snapshots: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.snapshot_cache_size = 10_000
 
     def __repr__(self) -> str:
@@ -195,10 +196,10 @@ class Store:
         await future
         cache = self._snapshots
         for row in changes.cases:
-            cache.pop(row["case_id"], None)  # re-inserted last: the oldest go first
             cache[row["case_id"]] = row["snapshot"]
+            cache.move_to_end(row["case_id"])  # the least recently written go first
         while len(cache) > self.snapshot_cache_size:
-            del cache[next(iter(cache))]
+            cache.popitem(last=False)
 
     def _writer(self, db: sqlite_utils.Database) -> None:
         conn = db.conn
