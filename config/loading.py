@@ -76,7 +76,7 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-_PATH_KEYS = {("data_dir",), ("keys_dir",), ("nats", "credentials"), ("nats", "tls", "ca"),
+_PATH_KEYS = {("data_dir",), ("keys_dir",), ("catalog",), ("nats", "credentials"), ("nats", "tls", "ca"),
               ("nats", "tls", "cert"), ("nats", "tls", "key")}
 
 

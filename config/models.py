@@ -133,6 +133,9 @@ class NodeConfig(_Section):
     name: str = Field(min_length=1, max_length=100)  # e.g. 济南市
     data_dir: Path
     keys_dir: Path | None = None  # default: <data_dir>/keys
+    #: This region's 事项清单 (an .xlsx workbook or a folder of CSV files, see
+    #: docs/catalog-template.md), imported and published when the node starts.
+    catalog: Path | None = None
     nats: NatsConfig = NatsConfig()
     http: HttpConfig = HttpConfig()
     departments: list[DepartmentConfig] = Field(default_factory=lambda: [_DEFAULT_DESK],

@@ -18,7 +18,6 @@ from node.materials import MaterialTooLarge, material_ref
 from node.store import Changes
 from protocol import Receipt, decode
 from protocol import bodies as b
-from protocol import examples as ex
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import receipt_from_fields
 
@@ -63,7 +62,7 @@ async def create_case(request: web.Request) -> web.Response:
                       "the handling region is not a partner of this node")
     now = node.clock()
     window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
-    application = ex.application(now, window_no=window_no, scans=False)
+    application = node.catalog.sample_application(handling, now, window_no)
     objects = payload.get("materials", [])
     if objects:
         rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]

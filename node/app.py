@@ -37,10 +37,12 @@ from typing import Any
 
 from config import ConfigError
 from config.models import NodeConfig
+from node.catalog import Catalog
 from node.departments import Handover, forward_with_retries, make_department
-from node.engine import Command, Engine, Incoming, MatterPolicy, Result
+from node.engine import Command, Engine, Incoming, Result
 from node.materials import MaterialShelf
 from node.store import Changes, Store
+from node.store.catalog import CatalogIndex
 from node.transport import Inbound, NatsTransport, Transport
 from node.workdays import ChinaCalendar
 from protocol import ProtocolError, decode
@@ -49,6 +51,7 @@ from protocol.calendar import WorkingCalendar
 from receipts import KeyRecord, KeyRegistry, NodeKeys, Postmaster
 from receipts.errors import KeyFileError
 from receipts.registry import records_from_public_json
+from routing.catalog_files import read_catalog_path
 
 __all__ = ["Node", "wall_clock_ms"]
 
@@ -68,7 +71,6 @@ class Node:
         transport: Transport | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         calendar: WorkingCalendar | None = None,
-        policy: Callable[[b.MatterRef], MatterPolicy] | None = None,
     ) -> None:
         self.config = config
         self.region = config.region
@@ -81,13 +83,15 @@ class Node:
                 self.registry.add(record)
         self.store = Store(config.data_dir / "node.db")
         self.postmaster = Postmaster(self.keys, self.registry)
-        self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
-                             calendar=calendar or ChinaCalendar(fallback=True),
-                             policy=policy or (lambda matter: MatterPolicy()))
         self.transport: Transport = transport or NatsTransport(
             config.region, urls or list(config.nats.urls), config.nats,
             max_message_bytes=config.limits.max_message_bytes,
             max_inflight=config.limits.outbox_inflight, ack_wait_s=config.limits.ack_wait_s)
+        self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
+                               self.transport, self.postmaster, clock)
+        self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
+                             calendar=calendar or ChinaCalendar(fallback=True),
+                             policy=self.catalog.policy)
         self.departments = [make_department(d, self._department_request)
                             for d in config.departments]
         self._queue: asyncio.Queue[tuple[Incoming | Command, Any]] = asyncio.Queue(
@@ -121,10 +125,14 @@ class Node:
         try:
             await self.transport.start()
             try:
+                if self.config.catalog is not None:
+                    entries = await asyncio.to_thread(read_catalog_path, self.config.catalog,
+                                                      self.region)
+                    await self.catalog.publish(entries)
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
                     for worker in (self._fetcher, self._processor, self._relay, self._timers,
-                                   self._material_transfers):
+                                   self._material_transfers, self.catalog.follow):
                         self._tasks_create(worker(), name=f"{self.region}-{worker.__name__}")
                     self._resume_forwarding()
                     if self.config.auto_review:
@@ -142,6 +150,7 @@ class Node:
                     await department.close()
         finally:
             await self.store.close()
+            self.catalog.index.close()
 
     async def command(self, command: Command) -> Result:
         """Run one of our own events through the engine; returns once it is on disk."""

@@ -24,7 +24,6 @@ from node.engine import Command
 from node.evidence import bundle_for
 from node.natsd import EmbeddedNats
 from node.serve import serve, stop_on_signals
-from protocol import examples as ex
 from protocol.states import STATE_NAMES_ZH
 from receipts import NodeKeys, verify_bundle
 
@@ -32,6 +31,8 @@ __all__ = ["REGIONS", "run_demo"]
 
 REGIONS = {"410100": "郑州市", "370100": "济南市", "510100": "成都市"}
 COLLECTING = "410100"
+#: The sample catalogs shipped with the project (config/catalogs/<region>/).
+CATALOGS = Path(__file__).resolve().parent.parent / "config" / "catalogs"
 
 
 def demo_configs(base: Path, base_port: int) -> list[NodeConfig]:
@@ -44,6 +45,7 @@ def demo_configs(base: Path, base_port: int) -> list[NodeConfig]:
             "region": region,
             "name": name,
             "data_dir": str(base / region),
+            "catalog": str(CATALOGS / region),
             "http": {"port": base_port + offset if base_port else 0},
             "auto_review": region != COLLECTING,
             "departments": [{"kind": "desk", "name": f"{name}政务服务中心办理窗口",
@@ -99,11 +101,13 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
 
 async def walk(collecting: Node, handling: str) -> bool:
     """One sample application through the whole protocol, printed step by step."""
+    await collecting.catalog.wait_for_region(handling, timeout=15.0)
     now = collecting.clock()
     click.echo(f"\n示例办件 / sample application: {REGIONS[collecting.region]} → {REGIONS[handling]}")
-    result = await collecting.command(Command(
-        None, "collect", ex.application(now, window_no=f"ZZ-DEMO-{now % 10**6:06d}", scans=False),
-        peer=handling))
+    application = collecting.catalog.sample_application(handling, now, f"ZZ-DEMO-{now % 10**6:06d}")
+    click.echo(f"  事项 / matter: {application.matter.name} ({application.matter.code} "
+               f"v{application.matter.version})")
+    result = await collecting.command(Command(None, "collect", application, peer=handling))
     assert result.case_id is not None
     await collecting.command(Command(result.case_id, "submit"))
     seen = None

@@ -319,7 +319,10 @@ class _Batch:
             error = RemoteProtocolError(Reason.INVALID_TRANSITION,
                                         f"no case {envelope.case} for a {envelope.kind!r} message")
             return self._refuse(Incoming(envelope.id, b""), opened, error)
-        policy = self.engine.policy(body.matter)
+        try:
+            policy = self.engine.policy(body.matter)
+        except RemoteProtocolError as exc:  # not a matter of ours (or not that version)
+            return self._refuse(Incoming(envelope.id, b""), opened, exc)
         case = Case(case=envelope.case, role="handling", ours=self.engine.region,
                     theirs=envelope.sender, our_key=self.engine.postmaster.keys.sign_key_id,
                     calendar=self.engine.calendar, acceptance=policy.acceptance,  # type: ignore[arg-type]

@@ -19,8 +19,10 @@ under a timeout and the message is republished later with the same id; reconnect
 are unlimited; after a server restart that lost its state, the stream and the
 consumer are created again (``_ensure_inbox`` on consumer errors).
 
-``MemoryTransport`` is the in-memory fake with the same interface, for tests of
-the workers without a server.
+The circle's matter catalogs live in one KV bucket, ``TB_CATALOG``, keyed
+``<region>.<实施编码>``; ``watch_catalog`` follows it (every current value first,
+then each change) and starts again after a reconnect, since nats-py's watchers
+recover slowly or not at all after a server restart (nats-notes §1.4).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +42,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    KeyValueConfig,
     ObjectStoreConfig,
     StorageType,
     StreamConfig,
@@ -47,7 +50,8 @@ from nats.js.api import (
 
 from config.models import NatsConfig
 
-__all__ = ["Inbound", "MemoryTransport", "NatsTransport", "Transport", "inbox_stream"]
+__all__ = ["CATALOG_BUCKET", "CatalogUpdate", "Inbound", "NatsTransport", "Transport",
+           "inbox_stream"]
 
 log = logging.getLogger("tongban.transport")
 
@@ -58,6 +62,12 @@ def inbox_stream(region: str) -> str:
 
 def materials_bucket(region: str) -> str:
     return f"TB_MAT_{region}"
+
+
+CATALOG_BUCKET = "TB_CATALOG"
+
+#: A change in the catalog bucket: (key, value), value ``None`` for a deletion.
+CatalogUpdate = tuple[str, bytes | None]
 
 
 class Inbound(Protocol):
@@ -81,6 +91,9 @@ class Transport(Protocol):
 
     async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
     async def get_material(self, name: str, path: Path) -> None: ...
+    async def put_catalog(self, key: str, value: bytes) -> None: ...
+    async def watch_catalog(
+        self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
 
 
 class _NatsInbound:
@@ -118,6 +131,8 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._ensure_lock = asyncio.Lock()
+        self._reconnects = 0
+        self._reconnected = asyncio.Event()
         self.published = 0
         self.fetched = 0
 
@@ -290,6 +305,75 @@ class NatsTransport:
             raise ConnectionError(f"nobody listens on {subject}") from exc
         return reply.data  # type: ignore[no-any-return]
 
+    # ---------------------------------------------------------------- catalog
+
+    async def _catalog(self) -> Any:
+        try:
+            return await self._js.key_value(CATALOG_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):  # made meanwhile
+                await self._js.create_key_value(config=KeyValueConfig(
+                    bucket=CATALOG_BUCKET, history=10, storage=StorageType.FILE,
+                    max_value_size=self.max_message_bytes,
+                    description="tongban matter catalogs (signed entries)"))
+            return await self._js.key_value(CATALOG_BUCKET)
+
+    async def put_catalog(self, key: str, value: bytes) -> None:
+        try:
+            await (await self._catalog()).put(key, value)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ConnectionError(f"catalog entry {key}: {exc}") from exc
+
+    async def watch_catalog(
+            self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
+        """Call ``handle(updates, caught_up)`` with every value of the catalog bucket, in
+        batches, then with each change; forever. ``caught_up`` is True once the values
+        present at the start have all been handed over. After a reconnect the watch starts
+        again from the current values (the handler drops what it knows)."""
+        while True:
+            self._reconnected.clear()
+            try:
+                watcher = await (await self._catalog()).watch(">")
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("cannot watch the catalog bucket yet: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=5000)
+            pumping = asyncio.create_task(_pump(watcher, queue))
+            restart = asyncio.create_task(self._reconnected.wait())
+            try:
+                await self._follow(queue, restart, handle)
+            finally:
+                pumping.cancel()
+                restart.cancel()
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+            log.info("catalog watch starts again after a reconnect")
+
+    @staticmethod
+    async def _follow(queue: asyncio.Queue[Any], restart: asyncio.Task[Any],
+                      handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
+        caught_up = False
+        while not restart.done():
+            getting = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getting, restart}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                return
+            batch: list[CatalogUpdate] = []
+            item = getting.result()
+            while True:
+                if item is None:
+                    caught_up = True
+                elif item.operation is None:
+                    batch.append((item.key, item.value))
+                else:
+                    batch.append((item.key, None))  # DEL / PURGE
+                if queue.empty() or len(batch) >= 2000:
+                    break
+                item = queue.get_nowait()
+            await handle(batch, caught_up)
+
     # ---------------------------------------------------------------- callbacks
 
     async def _on_error(self, exc: Exception) -> None:
@@ -302,69 +386,13 @@ class NatsTransport:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
+        self._reconnects += 1
+        self._reconnected.set()
         log.info("NATS reconnected")
         asyncio.get_running_loop().create_task(self._recreate(1.0))
 
 
-class _MemoryInbound:
-    def __init__(self, transport: MemoryTransport, region: str, msg_id: str, data: bytes) -> None:
-        self._transport = transport
-        self._region = region
-        self.msg_id = msg_id
-        self.data = data
-
-    async def ack(self) -> None:
-        self._transport.acked.append(self.msg_id)
-
-    async def nak(self, delay: float) -> None:
-        self._transport.queues[self._region].append((self.msg_id, self.data))
-
-    async def term(self) -> None:
-        self._transport.termed.append(self.msg_id)
-
-
-class MemoryTransport:
-    """An in-memory stand-in shared by several regions (tests of the workers)."""
-
-    def __init__(self, region: str, queues: dict[str, list[tuple[str, bytes]]] | None = None,
-                 ) -> None:
-        self.region = region
-        self.queues = queues if queues is not None else {}
-        self.queues.setdefault(region, [])
-        self.connected = True
-        self.acked: list[str] = []
-        self.termed: list[str] = []
-        self._dedup: set[str] = set()
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def fetch(self, batch: int, timeout: float) -> list[Inbound]:
-        queue = self.queues[self.region]
-        if not queue:
-            await asyncio.sleep(min(timeout, 0.01))
-            return []
-        taken, self.queues[self.region] = queue[:batch], queue[batch:]
-        return [_MemoryInbound(self, self.region, m, d) for m, d in taken]
-
-    async def put_material(self, recipient: str, name: str, path: Path) -> None:
-        self.objects[(recipient, name)] = path.read_bytes()  # noqa: ASYNC240 (test fake)
-
-    async def get_material(self, name: str, path: Path) -> None:
-        try:
-            path.write_bytes(self.objects[(self.region, name)])  # noqa: ASYNC240 (test fake)
-        except KeyError:
-            raise FileNotFoundError(name) from None
-
-    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
-        for msg_id, subject, data in items:
-            if msg_id in self._dedup:
-                continue
-            self._dedup.add(msg_id)
-            region = subject.split(".")[1]
-            self.queues.setdefault(region, []).append((msg_id, data))
-        return [msg_id for msg_id, _, _ in items]
+async def _pump(watcher: Any, queue: asyncio.Queue[Any]) -> None:
+    """A KV watcher's entries (and its caught-up ``None``) into our own queue."""
+    async for entry in watcher:
+        await queue.put(entry)

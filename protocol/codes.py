@@ -12,29 +12,57 @@ from typing import Literal
 
 __all__ = [
     "ACCEPTANCE_MODELS",
+    "AUTHORITY_NATURES",
     "BUSINESS_ACTIONS",
     "CASE_TYPES",
     "COLLECTION_MODES",
+    "DAY_UNITS",
     "DELIVERY_MODES",
+    "ENTRY_STATUSES",
     "EVALUATION_CHANNELS",
+    "EXERCISE_LEVELS",
+    "FIELD_KINDS",
+    "HANDLING_FORMS",
     "IDENTITY_METHODS",
     "ID_TYPES",
+    "JOINT_FAILURES",
+    "MATERIAL_FORMS",
+    "MATERIAL_NECESSITY",
+    "MATERIAL_SOURCES",
+    "MATTER_TYPES",
     "OUTCOME_RESULTS",
+    "RESULT_TYPES",
     "SATISFACTION",
     "SERVICE_OBJECTS",
     "SPECIAL_PROCEDURES",
+    "TONGBAN_MODES",
+    "TONGBAN_SCOPES",
     "TRUST_LEVELS",
     "AcceptanceModel",
     "ApplicantKind",
+    "AuthorityNature",
     "BusinessAction",
     "CaseType",
     "CollectionMode",
+    "DayUnit",
     "DeliveryMode",
+    "EntryStatus",
     "EvaluationChannel",
+    "ExerciseLevel",
+    "FieldKind",
+    "HandlingForm",
     "IdentityMethod",
+    "JointFailure",
+    "MaterialForm",
+    "MaterialNecessity",
+    "MaterialSource",
+    "MatterType",
     "OutcomeResult",
+    "ResultType",
     "Satisfaction",
     "SpecialProcedureType",
+    "TongbanMode",
+    "TongbanScope",
     "TrustLevel",
 ]
 
@@ -130,3 +158,74 @@ OUTCOME_RESULTS = {
 #: 送达方式.
 DeliveryMode = Literal["window", "post", "electronic"]
 DELIVERY_MODES = {"window": "窗口领取", "post": "邮寄送达", "electronic": "电子送达"}
+
+# ---------------------------------------------------------------- the matter catalog (表4)
+
+#: A.1 事项类型代码 (two digits; 11… and 21… are the standard's extension ranges).
+MatterType = Literal["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "20",
+                     "21"]
+MATTER_TYPES = {
+    "00": "行政权力事项", "01": "行政许可", "02": "行政处罚", "03": "行政强制", "04": "行政征收",
+    "05": "行政给付", "06": "行政检查", "07": "行政确认", "08": "行政奖励", "09": "行政裁决",
+    "10": "其他类别事项", "11": "其他行政权力事项（扩展）", "20": "公共服务事项",
+    "21": "其他公共服务事项（扩展）",
+}
+
+#: A.2 行使层级代码.
+ExerciseLevel = Literal[1, 2, 3, 4, 5, 6, 7]
+EXERCISE_LEVELS = {1: "国家级", 2: "省级", 3: "市级", 4: "县级", 5: "镇（乡、街道）级",
+                   6: "村（社区）级", 7: "分级管理"}
+
+#: A.3 实施主体性质代码.
+AuthorityNature = Literal[1, 2, 3, 9]
+AUTHORITY_NATURES = {1: "法定机关", 2: "授权组织", 3: "受委托组织", 9: "其他"}
+
+#: A.5 办理形式代码 (also 表5 申报来源).
+HandlingForm = Literal[1, 2, 3, 4, 9]
+HANDLING_FORMS = {1: "窗口办理", 2: "电脑端网上办理", 3: "移动端网上申请", 4: "快递申请", 9: "其他"}
+
+#: 表4 通办范围 (the standard names the four scopes but gives no digits: words on the wire).
+TongbanScope = Literal["national", "inter_provincial", "inter_city", "inter_county"]
+TONGBAN_SCOPES = {"national": "全国通办", "inter_provincial": "跨省通办",
+                  "inter_city": "跨市通办", "inter_county": "跨县通办"}
+
+#: The three modes of 国办发〔2020〕35号.
+TongbanMode = Literal["online", "proxy", "joint"]
+TONGBAN_MODES = {"online": "全程网办", "proxy": "异地代收代办", "joint": "多地联办"}
+
+#: 时限单位: 工作日 or 自然日.
+DayUnit = Literal["working", "natural"]
+DAY_UNITS = {"working": "工作日", "natural": "自然日"}
+
+#: 材料形式.
+MaterialForm = Literal["paper", "electronic", "both"]
+MATERIAL_FORMS = {"paper": "纸质", "electronic": "电子", "both": "纸质和电子"}
+
+#: 材料必要性.
+MaterialNecessity = Literal["required", "conditional", "optional"]
+MATERIAL_NECESSITY = {"required": "必要", "conditional": "情形必要", "optional": "非必要"}
+
+#: 材料来源渠道.
+MaterialSource = Literal["applicant", "government", "intermediary", "other"]
+MATERIAL_SOURCES = {"applicant": "申请人自备", "government": "政府部门核发",
+                    "intermediary": "中介机构出具", "other": "其他"}
+
+#: 审批结果类型.
+ResultType = Literal["licence", "document", "other"]
+RESULT_TYPES = {"licence": "证照", "document": "批文", "other": "其他"}
+
+#: 事项状态 in the catalog: a withdrawn entry leaves search, old applications still resolve.
+EntryStatus = Literal["active", "withdrawn"]
+ENTRY_STATUSES = {"active": "在用", "withdrawn": "已撤销"}
+
+#: 多地联办: what a refused or failed part does to the whole case.
+JointFailure = Literal["whole_case", "part_only"]
+JOINT_FAILURES = {"whole_case": "一地不予受理则整件不予受理", "part_only": "仅该地部分终止"}
+
+#: Kinds of the fields an application form defines.
+FieldKind = Literal["text", "long_text", "number", "date", "choice", "id_number", "phone",
+                    "region", "yes_no"]
+FIELD_KINDS = {"text": "文本", "long_text": "长文本", "number": "数字", "date": "日期",
+               "choice": "选项", "id_number": "证件号码", "phone": "电话", "region": "行政区划",
+               "yes_no": "是否"}
+

@@ -100,6 +100,12 @@ class Reason(enum.Enum):
         "the catalog entry does not authorise the collecting window to decide",
         False,
     )
+    UNKNOWN_MATTER = (
+        "unknown_matter",
+        "办理地事项清单中没有该事项或该版本",
+        "the handling region's catalog has no such matter or version",
+        False,
+    )
 
     def __init__(self, code: str, zh: str, en: str, transient: bool) -> None:
         self.code = code

@@ -27,11 +27,13 @@ __all__ = [
     "MILLIS_MIN",
     "Address",
     "CaseId",
+    "CreditCode",
     "Date",
     "Digest",
     "DocNumber",
     "IdNumber",
     "KeyId",
+    "LongText",
     "MatterCode",
     "MessageId",
     "Millis",
@@ -41,7 +43,9 @@ __all__ = [
     "RequiredText",
     "Text",
     "Wire",
+    "check_credit_code",
     "check_id_number",
+    "credit_check_char",
     "date_of",
     "end_of_day",
 ]
@@ -84,6 +88,8 @@ def _text(max_length: int, min_length: int = 0) -> Any:
 Text = _text(2000)
 #: The same, where something must be said (a refusal's reason and legal basis).
 RequiredText = _text(2000, 1)
+#: Long prose of a catalog entry (受理条件, 办理流程, 设定依据): at most 20,000 characters.
+LongText = _text(20_000)
 #: A short label (a person's or organisation's name, a code's name): 1..200 characters.
 Name = _text(200, 1)
 #: Document numbers and identifiers written by people (受理文书编号, 收件编号, 证照编号).
@@ -146,6 +152,28 @@ def check_id_number(number: str) -> str:
         raise ValueError("公民身份号码 check digit does not match (GB 11643)")
     return upper
 
+
+_CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def credit_check_char(first17: str) -> str:
+    """The check character of a 统一社会信用代码 (GB 32100-2015) from its first 17."""
+    total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))
+    return _CREDIT_CHARS[(31 - total % 31) % 31]
+
+
+def check_credit_code(code: str) -> str:
+    """Validate an 18-character 统一社会信用代码 (GB 32100-2015), check character included."""
+    if len(code) != 18 or any(c not in _CREDIT_CHARS for c in code):
+        raise ValueError("统一社会信用代码 has 18 characters from 0-9 and A-Y without I, O, S, V, Z")
+    if credit_check_char(code[:17]) != code[17]:
+        raise ValueError("统一社会信用代码 check character does not match (GB 32100)")
+    return code
+
+
+#: 统一社会信用代码 (GB 32100): 18 characters, check character verified.
+CreditCode = Annotated[str, AfterValidator(check_credit_code)]
 
 _CST = dt.timezone(dt.timedelta(hours=8), "CST")
 

@@ -1,4 +1,4 @@
-"""The node's SQLite database: every SQL statement of the project is in this module.
+"""The node's case database (see the package docstring for the catalog index).
 
 Theory of operation
 -------------------
@@ -89,6 +89,34 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 
 
+def open_database(path: Path, *, synchronous: str) -> sqlite_utils.Database:
+    """A connection in WAL mode; ``StoreError`` if the file is not a usable database."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        db.enable_wal()
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"数据库无法打开 / cannot open database {path}: {exc}") from exc
+    return db
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[tuple[str, ...]]) -> None:
+    """Bring a database to the latest schema; a newer one than the code knows is refused."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise StoreError(
+            f"数据库版本 {version} 高于本程序支持的 {len(migrations)} / database schema "
+            f"{version} is newer than this program ({len(migrations)}); upgrade tongban")
+    for number, statements in enumerate(migrations[version:], start=version + 1):
+        with conn:
+            conn.execute("BEGIN")
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+
+
 def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -127,7 +155,7 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
-        self._migrate(self._db)
+        migrate(self._db.conn, MIGRATIONS)
         self._queue: queue.SimpleQueue[tuple[Changes, asyncio.Future[None]] | None] = (
             queue.SimpleQueue())
         self._thread: threading.Thread | None = None
@@ -147,28 +175,7 @@ class Store:
         return {"commits": self.commits, "batches": self.batches}
 
     def _open(self) -> sqlite_utils.Database:
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db = sqlite_utils.Database(conn)
-            db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"数据库无法打开 / cannot open database {self.path}: {exc}") from exc
-        return db
-
-    def _migrate(self, db: sqlite_utils.Database) -> None:
-        version = db.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"数据库版本 {version} 高于本程序支持的 {len(MIGRATIONS)} / database schema "
-                f"{version} is newer than this program ({len(MIGRATIONS)}); upgrade tongban")
-        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-            with db.conn:
-                db.conn.execute("BEGIN")
-                for statement in statements:
-                    db.conn.execute(statement)
-                db.conn.execute(f"PRAGMA user_version={number}")
+        return open_database(self.path, synchronous="FULL")
 
     # ---------------------------------------------------------------- lifecycle
 

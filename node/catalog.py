@@ -1,0 +1,238 @@
+"""The catalog at a node: publish this region's entries, index every partner's.
+
+Theory of operation
+-------------------
+At start the node imports its own 事项清单 (``config.catalog``), signs the entries
+that are new or changed as one Merkle batch, indexes them locally and puts them in
+the circle's catalog bucket. A changed entry needs a new version: the same version
+with other content is refused, so an application pinned to a version always means
+one text.
+
+``follow`` watches the bucket. Each value is checked (decodes canonically, is the
+entry its key names, signed by an active member's key) and indexed; anything else
+is ignored and recorded as rejected, for operators to see. A deletion in the bucket
+is not signed, so it withdraws nothing: withdrawal is a signed version with status
+withdrawn. Values already indexed (a restart, a watch started again) are skipped
+by the hash of their bytes, before any decoding.
+
+Entries are indexed from their decoded maps (receipts.catalog); the full model is
+validated when an entry is used (``entry``), once, and kept in a small cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from node.engine import MatterPolicy
+from node.store.catalog import CatalogIndex, IndexRow
+from node.transport import CatalogUpdate, Transport
+from protocol import bodies as b
+from protocol import examples as ex
+from protocol.catalog import CatalogEntry, CatalogRecord, FormField, entry_digest
+from protocol.codec import decode
+from protocol.errors import ProtocolError, Reason, RemoteProtocolError
+from protocol.fields import date_of
+from receipts import Postmaster
+from receipts.catalog import CheckedRecord, check_record, sign_entries
+from routing.search import parse_query
+
+__all__ = ["Catalog", "CatalogConflict"]
+
+log = logging.getLogger("tongban.catalog")
+
+
+class CatalogConflict(ValueError):
+    """Entries that cannot be published as they are (a changed entry kept its version)."""
+
+
+class Catalog:
+    def __init__(self, region: str, index: CatalogIndex, transport: Transport,
+                 postmaster: Postmaster, clock: Callable[[], int]) -> None:
+        self.region = region
+        self.index = index
+        self.transport = transport
+        self.postmaster = postmaster
+        self.clock = clock
+        self.caught_up = asyncio.Event()
+        self.own = False  # whether this region publishes a catalog (then it decides policies)
+        #: Called with the keys of entries just indexed (benchmarks, live pages).
+        self.observers: list[Callable[[list[str]], None]] = []
+        self._models: OrderedDict[tuple[str, str, int], CatalogEntry] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<Catalog {self.region} {self.index.counts()}>"
+
+    # ---------------------------------------------------------------- our own entries
+
+    async def publish(self, entries: list[CatalogEntry]) -> list[CatalogEntry]:
+        """Sign, index and publish the entries that are new; returns them."""
+        self.own = True
+        fresh, problems = [], []
+        for entry in entries:
+            if entry.region != self.region:
+                problems.append(f"{entry.code}: 属于 {entry.region}，不是本地区 / belongs to "
+                                f"{entry.region}, not to {self.region}")
+                continue
+            known = self.index.version_digest(entry.region, entry.code, entry.version)
+            if known == entry_digest(entry):
+                continue
+            if known is not None:
+                problems.append(f"{entry.code} 版本 {entry.version}: 内容已变但版本号未变 / "
+                                f"changed without a new version")
+                continue
+            newest = max((v for v, _ in self.index.versions(entry.region, entry.code)), default=0)
+            if newest > entry.version:
+                problems.append(f"{entry.code}: 已有更新的版本 {newest} / version {newest} is "
+                                f"newer than {entry.version}")
+                continue
+            fresh.append(entry)
+        if problems:
+            raise CatalogConflict("事项清单未发布 / the catalog was not published:\n  " +
+                                  "\n  ".join(problems))
+        if not fresh:
+            return []
+        records = sign_entries(self.postmaster.signer, fresh)
+        now = self.clock()
+        rows = [_row(_checked(record)) for record in records]
+        await self.index.add(rows, now)
+        for record in records:
+            await self.transport.put_catalog(record.entry.key, record.canonical_bytes)
+        log.info("published %d catalog entries of %s", len(records), self.region)
+        return fresh
+
+    # ---------------------------------------------------------------- the circle's entries
+
+    async def follow(self) -> None:
+        await self.transport.watch_catalog(self._take)
+
+    async def _take(self, updates: list[CatalogUpdate], caught_up: bool) -> None:
+        now = self.clock()
+        rows, keys = [], []
+        for key, value in updates:
+            region = key.split(".", 1)[0]
+            if value is None:
+                log.warning("catalog entry %s deleted in the bucket: ignored (not signed)", key)
+                await asyncio.to_thread(self.index.reject, key, region, "unsigned deletion "
+                                        "ignored / 未签名的删除，已忽略", now)
+                continue
+            if self.index.has_record(key, hashlib.sha256(value).digest()):
+                continue
+            try:
+                checked = check_record(value, key, self.postmaster.registry,
+                                       self.postmaster.checker, now)
+                rows.append(_row(checked))
+            except RemoteProtocolError as exc:
+                log.warning("catalog entry %s ignored: %s", key, exc)
+                await asyncio.to_thread(self.index.reject, key, region,
+                                        f"{exc.reason.code}: {exc.reason.zh} / {exc.reason.en} "
+                                        f"{exc.detail}", now)
+                continue
+            keys.append(key)
+        if rows:
+            await self.index.add(rows, now)
+            for observer in self.observers:
+                observer(keys)
+        if caught_up and not self.caught_up.is_set():
+            log.info("catalog index caught up: %s", self.index.counts())
+            self.caught_up.set()
+
+    # ---------------------------------------------------------------- use
+
+    def entry(self, region: str, code: str, version: int | None = None) -> CatalogEntry | None:
+        """An entry (a given version, or the newest), validated; ``None`` if unknown."""
+        if version is None:
+            version = max((v for v, _ in self.index.versions(region, code)), default=None)
+            if version is None:
+                return None
+        cache_key = (region, code, version)
+        cached = self._models.get(cache_key)
+        if cached is not None:
+            self._models.move_to_end(cache_key)
+            return cached
+        data = self.index.record(region, code, version)
+        if data is None:
+            return None
+        try:
+            entry = CatalogRecord.model_validate(decode(data)).entry
+        except (ProtocolError, ValueError) as exc:
+            log.warning("catalog entry %s.%s v%s cannot be used: %s", region, code, version, exc)
+            return None
+        self._models[cache_key] = entry
+        if len(self._models) > 2000:
+            self._models.popitem(last=False)
+        return entry
+
+    def search(self, query: str, *, regions: tuple[str, ...] = (), mode: str | None = None,
+               matter_type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        today = date_of(self.clock()).isoformat()
+        return self.index.search(parse_query(query), today=today, regions=regions, mode=mode,
+                                 matter_type=matter_type, limit=limit)
+
+    async def wait_for_region(self, region: str, timeout: float) -> bool:
+        """Wait until some entry of ``region`` is indexed here; False after ``timeout``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.index.has_region(region):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def sample_application(self, handling: str, now: int, window_no: str) -> b.Application:
+        """A sample application (demo, ``tongban submit``) for a matter ``handling``
+        publishes for 异地代收代办, its form filled with plausible values; the protocol's
+        example matter if that region's catalog is not known here."""
+        application = ex.application(now, window_no=window_no, scans=False)
+        hits = self.search("", regions=(handling,), mode="proxy", limit=1)
+        entry = self.entry(handling, hits[0]["code"], hits[0]["version"]) if hits else None
+        if entry is None:
+            return application
+        form = tuple(b.FormValue(field=f.name, value=_sample_value(f, now)) for f in entry.form
+                     if f.required or f.kind != "long_text")
+        return application.model_copy(update={
+            "matter": b.MatterRef(code=entry.code, version=entry.version, name=entry.name),
+            "acceptance": "handling_decides", "form": form, "case_type": entry.case_type})
+
+    def policy(self, matter: b.MatterRef) -> MatterPolicy:
+        """How this region handles an application for one of its matters (the pinned
+        version): who decides 受理 and the promised time limit."""
+        if not self.own:
+            return MatterPolicy()  # no catalog of our own: the defaults
+        entry = self.entry(self.region, matter.code, matter.version)
+        if entry is None:
+            raise RemoteProtocolError(Reason.UNKNOWN_MATTER, f"{matter.code} version {matter.version}")
+        return MatterPolicy(acceptance=entry.acceptance, promise_days=entry.promised_limit.days,
+                            promise_unit=entry.promised_limit.unit)
+
+
+def _sample_value(field: FormField, now: int) -> str:
+    if field.kind == "choice":
+        return str(field.choices[0])
+    if field.kind == "number":
+        return str(field.minimum if field.minimum is not None else 1)
+    return {"date": date_of(now).isoformat(), "id_number": "11010519491231002X",
+            "phone": "13812345678", "region": "410105", "yes_no": "是"}.get(field.kind, "示例")
+
+
+def _checked(record: CatalogRecord) -> CheckedRecord:
+    data = record.canonical_bytes
+    return CheckedRecord(entry=decode(data)["entry"], digest=entry_digest(record.entry), record=data)
+
+
+def _row(checked: CheckedRecord) -> IndexRow:
+    entry = checked.entry
+    try:
+        materials = " ".join(str(m["name"]) for m in entry.get("materials", ()))
+        text = " ".join(part for part in (entry["name"], materials, str(entry.get("conditions", "")))
+                        if part)
+        return IndexRow(region=entry["region"], code=entry["code"], version=entry["version"],
+                        status=entry["status"], name=entry["name"], matter_type=entry["matter_type"],
+                        modes=tuple(str(m) for m in entry["modes"]),
+                        effective_from=entry["effective_from"], effective_to=entry.get("effective_to"),
+                        digest=checked.digest, record=checked.record, text=text)
+    except (KeyError, TypeError) as exc:
+        raise RemoteProtocolError(Reason.INVALID_FIELD, f"catalog entry: {exc}") from None

@@ -1,0 +1,11 @@
+"""SQLite: every SQL statement of the project is in this package.
+
+* ``cases``: the node's database of cases, receipts, envelopes, outbox, timers
+  (durable, group-committed; see its docstring);
+* ``catalog``: the index of the circle's matter catalogs, with Chinese search
+  (rebuildable from the catalog bucket, so kept in a file of its own).
+"""
+
+from node.store.cases import MIGRATIONS, Changes, Store, StoreError
+
+__all__ = ["MIGRATIONS", "Changes", "Store", "StoreError"]
