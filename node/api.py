@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from node.api_catalog import add_catalog_routes
+from node.api_errors import error
 from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
@@ -26,8 +28,7 @@ __all__ = ["NODE", "make_app"]
 NODE = web.AppKey("node", Node)
 
 
-def _error(status: int, code: str, zh: str, en: str) -> web.Response:
-    return web.json_response({"error": code, "zh": zh, "en": en}, status=status)
+_error = error
 
 
 async def health(request: web.Request) -> web.Response:
@@ -175,4 +176,5 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/api/cases/{case_id}/retry", retry_forward)
     app.router.add_post("/api/materials", upload_material)
     app.router.add_get("/api/materials/{object}", download_material)
+    add_catalog_routes(app, NODE)
     return app

@@ -167,6 +167,16 @@ class Catalog:
             self._models.popitem(last=False)
         return entry
 
+    def entries_of(self, region: str) -> list[CatalogEntry]:
+        """The newest version of each of a region's matters (withdrawn ones included)."""
+        entries = []
+        for data in self.index.records_of(region):
+            try:
+                entries.append(CatalogRecord.model_validate(decode(data)).entry)
+            except (ProtocolError, ValueError) as exc:
+                log.warning("a catalog entry of %s cannot be used: %s", region, exc)
+        return entries
+
     def search(self, query: str, *, regions: tuple[str, ...] = (), mode: str | None = None,
                matter_type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         today = date_of(self.clock()).isoformat()

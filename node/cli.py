@@ -13,22 +13,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from node import loop
+from node.cli_catalog import catalog
+from node.cli_http import fail, http_json
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
 from receipts.registry import records_from_public_json
 
 __all__ = ["main"]
 
 _REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
-
-
-def _fail(zh: str, en: str) -> NoReturn:
-    click.echo(f"错误：{zh}\nerror: {en}", err=True)
-    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,15 +54,15 @@ def keys_new(region: str, out: Path) -> None:
     public.json to the convening region (牵头单位) to join the circle.
     """
     if not _REGION.match(region):
-        _fail(f"地区代码 {region!r} 不是 GB/T 2260 代码（6、9 或 12 位数字）",
+        fail(f"地区代码 {region!r} 不是 GB/T 2260 代码（6、9 或 12 位数字）",
               f"region {region!r} is not a GB/T 2260 code (6, 9 or 12 digits)")
     generated = NodeKeys.generate(region)
     try:
         generated.save(out, valid_from=int(time.time() * 1000))
     except KeyFileError as exc:
-        _fail("无法写入密钥", str(exc))
+        fail("无法写入密钥", str(exc))
     except OSError as exc:
-        _fail(f"无法写入目录 {out}", f"cannot write to {out}: {exc.strerror}")
+        fail(f"无法写入目录 {out}", f"cannot write to {out}: {exc.strerror}")
     click.echo(f"signing key    {generated.sign_key_id}")
     click.echo(f"encryption key {generated.encrypt_key_id}")
     click.echo(f"written to     {out}/ (sign.pem, encrypt.pem: mode 0600; public.json)")
@@ -87,7 +83,7 @@ def verify(bundle: Path, trusted: tuple[Path, ...], as_json: bool) -> None:
     try:
         data = bundle.read_bytes()
     except OSError as exc:
-        _fail(f"无法读取 {bundle}", f"cannot read {bundle}: {exc.strerror}")
+        fail(f"无法读取 {bundle}", f"cannot read {bundle}: {exc.strerror}")
     registry = None
     if trusted:
         registry = KeyRegistry()
@@ -96,7 +92,7 @@ def verify(bundle: Path, trusted: tuple[Path, ...], as_json: bool) -> None:
                 for record in records_from_public_json(json.loads(path.read_text("utf-8"))):
                     registry.add(record)
             except (OSError, ValueError, KeyFileError) as exc:
-                _fail(f"无法读取可信公钥 {path}", f"cannot use {path} as trusted keys: {exc}")
+                fail(f"无法读取可信公钥 {path}", f"cannot use {path} as trusted keys: {exc}")
     try:
         report = verify_bundle(data, registry)
     except BundleError as exc:
@@ -136,7 +132,7 @@ def node(config_path: Path) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        _fail("配置有误", str(exc))
+        fail("配置有误", str(exc))
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -151,9 +147,9 @@ def node(config_path: Path) -> None:
     try:
         loop.run(run())
     except _KeyFileError as exc:
-        _fail("密钥无法加载", str(exc))
+        fail("密钥无法加载", str(exc))
     except ConfigError as exc:
-        _fail("配置有误", str(exc))
+        fail("配置有误", str(exc))
 
 
 @main.command()
@@ -175,7 +171,7 @@ def demo(base_port: int, once: bool) -> None:
 @click.option("--handling", required=True, help="Region code of the handling region.")
 def submit(url: str, handling: str) -> None:
     """Collect and send a sample application at a running node; print its receipt."""
-    reply = _http("POST", f"{url}/api/cases", {"handling": handling})
+    reply = http_json("POST", f"{url}/api/cases", {"handling": handling})
     click.echo(json.dumps(reply, ensure_ascii=False, indent=2))
 
 
@@ -185,34 +181,13 @@ def submit(url: str, handling: str) -> None:
               help="Web address of the node that holds the case.")
 def status(case_id: str, url: str) -> None:
     """Show a case's state and its receipt chain at a running node."""
-    reply = _http("GET", f"{url}/api/cases/{case_id}")
+    reply = http_json("GET", f"{url}/api/cases/{case_id}")
     click.echo(f"{reply['case_id']}  {reply['state']} {reply['state_zh']}  (peer {reply['peer']})")
     receipts = reply["receipts"]
     assert isinstance(receipts, list)
     for receipt in receipts:
         click.echo(f"  {receipt['actor']}#{receipt['index']:<3} {receipt['kind']:<22} "
                    f"{receipt['digest'][:16]}…  {receipt['data']}")
-
-
-def _http(method: str, url: str, body: object = None) -> dict[str, object]:
-    import urllib.error
-    import urllib.request
-
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read())
-            _fail(str(error.get("zh")), str(error.get("en")))
-        except ValueError:
-            _fail(f"节点返回 HTTP {exc.code}", f"the node answered HTTP {exc.code}")
-    except (urllib.error.URLError, OSError) as exc:
-        _fail(f"无法连接节点 {url}", f"cannot reach the node at {url}: {exc}")
-    raise AssertionError("unreachable")
 
 
 def _logging() -> None:
@@ -271,6 +246,8 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
         result = run(seconds=seconds, batch=batch, progress=progress)
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
+
+main.add_command(catalog)
 
 if __name__ == "__main__":
     main()

@@ -33,8 +33,8 @@ from protocol import codes
 from protocol.catalog import CatalogEntry, CatalogMaterial, FormField
 
 __all__ = ["FIELD_COLUMNS", "MATERIAL_COLUMNS", "MATTER_COLUMNS", "SHEETS", "CatalogFileError",
-           "Column", "Problem", "read_catalog", "read_catalog_path", "write_catalog_csv",
-           "write_catalog_xlsx"]
+           "Column", "Problem", "catalog_xlsx_bytes", "read_catalog", "read_catalog_csv",
+           "read_catalog_path", "read_catalog_xlsx", "write_catalog_csv", "write_catalog_xlsx"]
 
 SHEETS = ("事项", "材料", "表单字段")
 
@@ -246,15 +246,24 @@ def read_catalog_path(path: Path, region: str) -> list[CatalogEntry]:
                 sheets[sheet] = ""
                 continue
             sheets[sheet] = file.read_text(encoding="utf-8-sig")
-        return read_catalog(_csv_sheets(sheets), region)
+        return read_catalog_csv(sheets, region)
     if path.suffix.lower() == ".xlsx":
-        return read_catalog(_xlsx_sheets(path.read_bytes()), region)
+        return read_catalog_xlsx(path.read_bytes(), region)
     raise CatalogFileError([Problem("", 0, "", f"应为 .xlsx 文件或含 CSV 的目录 / expected an "
                                     f".xlsx workbook or a folder of CSV files: {path.name}")])
 
 
-def _csv_sheets(texts: dict[str, str]) -> dict[str, list[list[str]]]:
-    return {sheet: list(csv.reader(io.StringIO(text))) for sheet, text in texts.items()}
+def read_catalog_csv(texts: dict[str, str], region: str) -> list[CatalogEntry]:
+    """Entries from the three CSV files' texts, by sheet name (材料, 表单字段 may be "")."""
+    try:
+        sheets = {sheet: list(csv.reader(io.StringIO(text))) for sheet, text in texts.items()}
+    except csv.Error as exc:
+        raise CatalogFileError([Problem("", 0, "", f"CSV 格式错误 / malformed CSV: {exc}")]) from None
+    return read_catalog(sheets, region)
+
+
+def read_catalog_xlsx(data: bytes, region: str) -> list[CatalogEntry]:
+    return read_catalog(_xlsx_sheets(data), region)
 
 
 def _xlsx_sheets(data: bytes) -> dict[str, list[list[str]]]:
@@ -455,7 +464,7 @@ def write_catalog_csv(entries: Iterable[CatalogEntry], folder: Path) -> None:
             csv.writer(out).writerows(rows)
 
 
-def write_catalog_xlsx(entries: Iterable[CatalogEntry], path: Path) -> None:
+def catalog_xlsx_bytes(entries: Iterable[CatalogEntry]) -> bytes:
     from openpyxl import Workbook
 
     workbook = Workbook()
@@ -464,6 +473,12 @@ def write_catalog_xlsx(entries: Iterable[CatalogEntry], path: Path) -> None:
         worksheet = workbook.create_sheet(sheet)
         for row in rows:
             worksheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def write_catalog_xlsx(entries: Iterable[CatalogEntry], path: Path) -> None:
     partial = path.with_suffix(".part")
-    workbook.save(partial)
+    partial.write_bytes(catalog_xlsx_bytes(entries))
     partial.replace(path)

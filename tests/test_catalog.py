@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from config import parse_config
@@ -15,6 +17,7 @@ from node.app import Node
 from node.catalog import CatalogConflict
 from node.engine import Command
 from node.natsd import EmbeddedNats
+from node.serve import serve
 from protocol import bodies as b
 from protocol import examples as ex
 from protocol.catalog import CatalogEntry, CatalogMaterial, FormField, TimeLimit
@@ -51,7 +54,7 @@ MEDICAL = entry("0000100002-370100000000-000-A", "异地就医备案", condition
 def _config(base: Path, region: str, peer: str, catalog: Path | None) -> Any:
     return parse_config({
         "region": region, "name": region, "data_dir": str(base / region),
-        "auto_review": region == H,
+        "auto_review": region == H, "http": {"port": 0},
         "departments": [{"kind": "desk", "name": "办理窗口", "auto_conclude": True}],
         **({"catalog": str(catalog)} if catalog else {}),
         "peers": [{"region": peer, "name": peer, "public": str(base / peer / "keys" / "public.json")}],
@@ -60,16 +63,20 @@ def _config(base: Path, region: str, peer: str, catalog: Path | None) -> Any:
 
 @contextlib.asynccontextmanager
 async def _running(base: Path, url: str, config: Any) -> AsyncIterator[Node]:
+    """A node with its web API; ``node.address`` is where the API listens."""
     stop = asyncio.Event()
-    node = Node(config, urls=[url])
-    task = asyncio.create_task(node.run(stop))
-    ready = asyncio.create_task(node.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
+
+    async def ready(node: Node, address: str) -> None:
+        node.address = address  # type: ignore[attr-defined]
+        started.set_result(node)
+
+    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
+    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
-        ready.cancel()
         await task  # raises the start-up error
     try:
-        yield node
+        yield started.result()
     finally:
         stop.set()
         await task
@@ -185,3 +192,89 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
         accepted = handling.catalog.entry(H, HUKOU.code, 1)
         assert accepted is not None
         assert accepted.promised_limit.days == 10
+
+
+async def _tongban(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node.cli", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
+        circle: tuple[Path, EmbeddedNats]) -> None:
+    base, server = circle
+    async with _running(base, server.url, _config(base, H, C, base / "catalog")), \
+            _running(base, server.url, _config(base, C, H, None)) as window, aiohttp.ClientSession() as http:
+        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        api = window.address  # type: ignore[attr-defined]
+
+        async def get(path: str, status: int = 200) -> Any:
+            async with http.get(api + path) as response:
+                assert response.status == status, await response.text()
+                return await response.json()
+
+        hits = await get("/api/catalog/search?q=户口迁移&region=370100&mode=proxy&type=07")
+        assert [h["code"] for h in hits["results"]] == [HUKOU.code]
+        detail = await get(f"/api/catalog/{H}/{HUKOU.code}?version=1")
+        assert detail["entry"]["name"] == HUKOU.name
+        assert detail["entry"]["materials"][1]["deferrable"] is True
+        assert detail["versions"] == [{"version": 1, "status": "active"}]
+        assert (await get("/api/catalog/stats"))["latest"] == 2
+        for query, code in (("region=37", "bad_region"), ("mode=fax", "bad_mode"),
+                            ("type=99", "bad_type"), ("limit=0", "bad_limit"),
+                            ("limit=x", "bad_limit")):
+            answer = await get(f"/api/catalog/search?q=户口&{query}", 400)
+            assert answer["error"] == code
+            assert answer["zh"]
+            assert answer["en"]
+        assert (await get(f"/api/catalog/{H}/{HUKOU.code}?version=9", 404))["error"] == "no_matter"
+        assert (await get(f"/api/catalog/{H}/{HUKOU.code}?version=v1", 400))["error"] == "bad_version"
+        assert (await get("/api/catalog/export?region=620100", 404))["error"] == "no_catalog"
+        async with http.post(api + "/api/catalog", data=b"x",
+                             headers={"Content-Type": "text/plain"}) as response:
+            assert response.status == 415
+        async with http.post(api + "/api/catalog", data=b"not a workbook", headers={
+                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+                ) as response:
+            assert response.status == 422
+            assert "XLSX" in (await response.json())["problems"][0]["reason"]
+
+
+async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path: Path) -> None:
+    base, server = circle
+    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
+            _running(base, server.url, _config(base, C, H, None)) as window:
+        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        code, out, _ = await _tongban("catalog", "search", "户口迁移", "--node", window.address)  # type: ignore[attr-defined]
+        assert code == 0
+        assert HUKOU.name in out
+        assert "异地代收代办" in out
+        exported = tmp_path / "exported.xlsx"
+        code, _, err = await _tongban("catalog", "export", str(exported), "--region", H,
+                                      "--node", window.address)  # type: ignore[attr-defined]
+        assert code == 0, err
+        code, out, err = await _tongban("catalog", "import", str(exported), "--region", H,
+                                        "--out", str(tmp_path / "csv"))
+        assert code == 0, err
+        assert "2 个事项无误" in out
+        # A new version, published through the handling node's API from the CSV folder.
+        matters = tmp_path / "csv" / "事项.csv"
+        matters.write_text(matters.read_text(encoding="utf-8-sig").replace(
+            f"{HUKOU.code},1,", f"{HUKOU.code},2,"), encoding="utf-8")
+        code, out, err = await _tongban("catalog", "publish", str(tmp_path / "csv"),
+                                        "--node", handling.address)  # type: ignore[attr-defined]
+        assert code == 0, err
+        assert "新发布 1 个" in out
+        await _until(lambda: [v for v, _ in window.catalog.index.versions(H, HUKOU.code)] == [1, 2])
+        # A bad catalog: every problem is named, nothing is published.
+        matters.write_text(matters.read_text(encoding="utf-8").replace(",07,", ",99,"), encoding="utf-8")
+        for command in (("import", str(tmp_path / "csv"), "--region", H),
+                        ("publish", str(tmp_path / "csv"), "--node", handling.address)):  # type: ignore[attr-defined]
+            code, _, err = await _tongban("catalog", *command)
+            assert code == 2
+            assert "事项 第 2 行「事项类型代码」" in err
+            assert "nothing was imported" in err
+        assert [v for v, _ in handling.catalog.index.versions(H, HUKOU.code)] == [1, 2]
