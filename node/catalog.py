@@ -100,8 +100,7 @@ class Catalog:
         now = self.clock()
         rows = [_row(_checked(record)) for record in records]
         await self.index.add(rows, now)
-        for record in records:
-            await self.transport.put_catalog(record.entry.key, record.canonical_bytes)
+        await self.transport.put_catalog([(r.entry.key, r.canonical_bytes) for r in records])
         log.info("published %d catalog entries of %s", len(records), self.region)
         return fresh
 

@@ -91,7 +91,7 @@ class Transport(Protocol):
 
     async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
     async def get_material(self, name: str, path: Path) -> None: ...
-    async def put_catalog(self, key: str, value: bytes) -> None: ...
+    async def put_catalog(self, items: Sequence[CatalogUpdate]) -> None: ...
     async def watch_catalog(
         self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
 
@@ -232,7 +232,10 @@ class NatsTransport:
             log.warning("cannot create the inbox yet: %s", exc)
             await asyncio.sleep(min(pause, 1.0))
 
-    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float) -> list[str]:
+    async def publish(self, items: Sequence[tuple[str, str, bytes]], timeout: float,
+                      dedup: bool = True) -> list[str]:
+        """Publish ``(msg_id, subject, data)`` items; the ids JetStream acknowledged.
+        ``dedup``: send the id as ``Nats-Msg-Id`` (inbox messages; not KV values)."""
         if len(items) > self.max_inflight:
             raise ValueError(f"publish at most {self.max_inflight} messages at a time")
         futures: list[tuple[str, asyncio.Future[Any]]] = []
@@ -242,7 +245,8 @@ class NatsTransport:
                 # each future (done or cancelled) before the next call, so the semaphore
                 # never blocks; a wait_stall would cost a task per message.
                 future = await self._js.publish_async(
-                    subject, data, headers={"Nats-Msg-Id": msg_id}, wait_stall=None)
+                    subject, data, headers={"Nats-Msg-Id": msg_id} if dedup else None,
+                    wait_stall=None)
             except (nats.errors.Error, nats.js.errors.TooManyStalledMsgsError) as exc:
                 log.warning("publish of %s failed: %s", msg_id, exc)
                 break
@@ -318,11 +322,18 @@ class NatsTransport:
                     description="tongban matter catalogs (signed entries)"))
             return await self._js.key_value(CATALOG_BUCKET)
 
-    async def put_catalog(self, key: str, value: bytes) -> None:
-        try:
-            await (await self._catalog()).put(key, value)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise ConnectionError(f"catalog entry {key}: {exc}") from exc
+    async def put_catalog(self, items: Sequence[CatalogUpdate]) -> None:
+        """Put ``(key, value)`` items in the catalog bucket, many in flight at once (a KV
+        put is a JetStream publish to ``$KV.<bucket>.<key>``); ``ConnectionError`` unless
+        every one was stored."""
+        await self._catalog()  # the bucket exists
+        for start in range(0, len(items), self.max_inflight):
+            chunk = items[start:start + self.max_inflight]
+            acked = await self.publish(
+                [(f"catalog-{key}-{start + i}", f"$KV.{CATALOG_BUCKET}.{key}", value or b"")
+                 for i, (key, value) in enumerate(chunk)], timeout=10.0, dedup=False)
+            if len(acked) < len(chunk):
+                raise ConnectionError(f"{len(chunk) - len(acked)} catalog entries were not stored")
 
     async def watch_catalog(
             self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:

@@ -62,21 +62,37 @@ __all__ = ["TAG_CATALOG", "CatalogEntry", "CatalogMaterial", "CatalogRecord", "F
 
 TAG_CATALOG = b"tongban/1 catalog\x00"
 
-#: A quantified group that itself holds a quantifier, ``(a+)+``: the shape of
-#: catastrophic backtracking. Patterns come from other regions' catalogs, so they
-#: are refused rather than risked.
-_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
+#: Field patterns come from other regions' catalogs, and Python's ``re`` backtracks
+#: without a time limit, so only patterns that cannot backtrack catastrophically are
+#: accepted: no quantifier or alternation on a group (``(a+)+``, ``((a+))+``,
+#: ``(a|a)+`` ...) and no back-references. Character classes with counts, which is
+#: what form fields need (``[0-9]{6}``, ``[A-Z]{2}[0-9]{4}``), are fine.
+_QUANTIFIED_GROUP = re.compile(r"\)\s*[*+?{]")
+_BACK_REFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+#: Unbounded repeats; with more than two in a row (a*a*a*b), matching slows down
+#: polynomially with the value's length.
+_UNBOUNDED = re.compile(r"(?<!\\)[*+]|\{[0-9]*,\}")
 _YES_NO = ("是", "否")
+_LIST_SEPARATORS = (";", "；")
 
 
 def _safe_pattern(pattern: str) -> str:
-    if _NESTED_QUANTIFIER.search(pattern):
-        raise ValueError("nested quantifiers such as (a+)+ are not allowed in a field pattern")
+    if _QUANTIFIED_GROUP.search(pattern) or _BACK_REFERENCE.search(pattern):
+        raise ValueError("a field pattern may not repeat a group, e.g. (a+)+, or refer back to "
+                         "one; use character classes with counts, e.g. [0-9]{6}")
+    if len(_UNBOUNDED.findall(pattern)) > 2:
+        raise ValueError("a field pattern may hold at most two unbounded repeats (*, +, {n,})")
     try:
         re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"not a regular expression: {exc}") from None
     return pattern
+
+
+def _no_separator(value: str) -> str:
+    if any(sep in value for sep in _LIST_SEPARATORS):
+        raise ValueError("a choice may not contain ; or ；, which separate choices")
+    return value
 
 
 FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][0-9A-Za-z_]{0,63}$")]
@@ -92,7 +108,8 @@ class FormField(Wire):
     required: bool = True
     max_length: int | None = Field(default=None, ge=1, le=2000)
     pattern: Pattern | None = None
-    choices: tuple[Name, ...] = Field(default=(), max_length=100)
+    choices: tuple[Annotated[Name, AfterValidator(_no_separator)], ...] = Field(default=(),
+                                                                                max_length=100)
     minimum: int | None = None  # number fields
     maximum: int | None = None
     help: Text = ""  # 填写说明
@@ -241,7 +258,7 @@ class CatalogEntry(Wire):
     express: bool = False  # 是否支持物流快递
     online: bool = False  # 是否网办
     appointment: bool = False  # 是否支持预约办理
-    online_url: Annotated[str, StringConstraints(max_length=500)] | None = None  # 网办地址
+    online_url: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None  # 网办地址
     location: Address = ""  # 办理地点
     hours: Text = ""  # 办理时间
     consult_phone: Phone | None = None  # 咨询电话

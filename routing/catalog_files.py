@@ -248,6 +248,8 @@ def read_catalog_path(path: Path, region: str) -> list[CatalogEntry]:
             sheets[sheet] = file.read_text(encoding="utf-8-sig")
         return read_catalog_csv(sheets, region)
     if path.suffix.lower() == ".xlsx":
+        if not path.is_file():
+            raise CatalogFileError([Problem("", 0, "", f"文件不存在 / no such file: {path}")])
         return read_catalog_xlsx(path.read_bytes(), region)
     raise CatalogFileError([Problem("", 0, "", f"应为 .xlsx 文件或含 CSV 的目录 / expected an "
                                     f".xlsx workbook or a folder of CSV files: {path.name}")])
@@ -288,6 +290,8 @@ def _xlsx_sheets(data: bytes) -> dict[str, list[list[str]]]:
 
 
 def _cell_text(value: Any) -> str:
+    if isinstance(value, bool):  # a TRUE/FALSE cell
+        return "是" if value else "否"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if hasattr(value, "date") and callable(value.date):  # a date typed into Excel
@@ -304,6 +308,7 @@ def read_catalog(sheets: dict[str, list[list[str]]], region: str) -> list[Catalo
                                 "or empty"))
     parsed = {sheet: [(line, _convert(sheet, line, cells, problems)) for line, cells in rows[sheet]]
               for sheet in SHEETS}
+    reported = {(p.sheet, p.line) for p in problems}  # rows whose cells are wrong already
     children: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {"材料": {}, "表单字段": {}}
     for sheet in ("材料", "表单字段"):
         for line, values in parsed[sheet]:
@@ -322,7 +327,7 @@ def read_catalog(sheets: dict[str, list[list[str]]], region: str) -> list[Catalo
             codes_seen[code] = line
         materials = children["材料"].pop(code, []) if code else []
         fields = children["表单字段"].pop(code, []) if code else []
-        entry = _entry(region, line, values, materials, fields, problems)
+        entry = _entry(region, line, values, materials, fields, problems, reported)
         if entry is not None:
             entries.append(entry)
     for sheet in ("材料", "表单字段"):
@@ -346,6 +351,9 @@ def _rows(sheet: str, table: list[list[str]], problems: list[Problem]) -> Rows:
         if name and name not in known:
             problems.append(Problem(sheet, 1, name, f"未知的列（第 {position + 1} 列）/ unknown "
                                     f"column {position + 1}"))
+        elif name and name in header[:position]:
+            problems.append(Problem(sheet, 1, name, f"列名重复（第 {position + 1} 列）/ the column "
+                                    f"appears twice (column {position + 1})"))
     for column in _COLUMNS[sheet]:
         if column.required and column.header not in header:
             problems.append(Problem(sheet, 1, column.header, "缺少必填列 / a required column is "
@@ -382,11 +390,15 @@ def _convert(sheet: str, line: int, cells: dict[str, str], problems: list[Proble
 
 def _entry(region: str, line: int, values: dict[str, Any],
            materials: list[tuple[int, dict[str, Any]]], fields: list[tuple[int, dict[str, Any]]],
-           problems: list[Problem]) -> CatalogEntry | None:
+           problems: list[Problem], reported: set[tuple[str, int]]) -> CatalogEntry | None:
+    """The entry of one 事项 row and its child rows. A row whose cells were reported
+    already is not checked again as a whole (that would only say the same twice)."""
     before = len(problems)
-    checked_materials = _children("材料", CatalogMaterial, materials, problems)
-    checked_fields = _children("表单字段", FormField, fields, problems)
-    if len(problems) > before or "code" not in values:
+    checked_materials = _children("材料", CatalogMaterial, materials, problems, reported)
+    checked_fields = _children("表单字段", FormField, fields, problems, reported)
+    if len(problems) > before or ("事项", line) in reported or "code" not in values or any(
+            (sheet, row) in reported for sheet, rows in (("材料", materials), ("表单字段", fields))
+            for row, _ in rows):
         return None
     try:
         return CatalogEntry.model_validate(
@@ -399,9 +411,11 @@ def _entry(region: str, line: int, values: dict[str, Any],
 
 
 def _children(sheet: str, model: Any, rows: list[tuple[int, dict[str, Any]]],
-              problems: list[Problem]) -> list[Any]:
+              problems: list[Problem], reported: set[tuple[str, int]]) -> list[Any]:
     checked = []
     for line, values in rows:
+        if (sheet, line) in reported:
+            continue
         try:
             checked.append(model.model_validate(values, strict=False))
         except ValidationError as exc:

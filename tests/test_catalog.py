@@ -157,11 +157,11 @@ async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
         rogue = NodeKeys.generate(H)  # a key nobody registered for 370100
         forged = HUKOU.model_copy(update={"version": 9, "name": "户口迁移（伪造）"})
         [record] = sign_entries(BatchSigner(rogue.signing, rogue.sign_key_id), [forged])
-        await handling.transport.put_catalog(forged.key, record.canonical_bytes)
+        await handling.transport.put_catalog([(forged.key, record.canonical_bytes)])
         # A genuine record of 370100, published under another matter's key.
         [moved] = sign_entries(handling.postmaster.signer, [MEDICAL])
-        await handling.transport.put_catalog(HUKOU.key, moved.canonical_bytes)
-        await handling.transport.put_catalog(f"{H}.not-canonical", b"\xc1")
+        await handling.transport.put_catalog([(HUKOU.key, moved.canonical_bytes)])
+        await handling.transport.put_catalog([(f"{H}.not-canonical", b"\xc1")])
         await _until(lambda: window.catalog.index.counts()["rejected"] >= 3)
         reasons = {r["reason"].split(":")[0] for r in window.catalog.index.rejections()}
         assert reasons == {"unknown_key", "invalid_field", "malformed"}
