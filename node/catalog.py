@@ -63,6 +63,8 @@ class Catalog:
         #: Called with the keys of entries just indexed (benchmarks, live pages).
         self.observers: list[Callable[[list[str]], None]] = []
         self._models: OrderedDict[tuple[str, str, int], CatalogEntry] = OrderedDict()
+        self._writing: asyncio.Future[None] | None = None
+        self._lookups = True
 
     def __repr__(self) -> str:
         return f"<Catalog {self.region} {self.index.counts()}>"
@@ -107,6 +109,9 @@ class Catalog:
     # ---------------------------------------------------------------- the circle's entries
 
     async def follow(self) -> None:
+        # A node with nothing indexed yet (a new member) need not look up every value it
+        # receives; a value that comes twice is stored once anyway.
+        self._lookups = self.index.counts()["entries"] > 0
         await self.transport.watch_catalog(self._take)
 
     async def _take(self, updates: list[CatalogUpdate], caught_up: bool) -> None:
@@ -119,7 +124,7 @@ class Catalog:
                 await asyncio.to_thread(self.index.reject, key, region, "unsigned deletion "
                                         "ignored / 未签名的删除，已忽略", now)
                 continue
-            if self.index.has_record(key, hashlib.sha256(value).digest()):
+            if self._lookups and self.index.has_record(key, hashlib.sha256(value).digest()):
                 continue
             try:
                 checked = check_record(value, key, self.postmaster.registry,
@@ -132,13 +137,26 @@ class Catalog:
                                         f"{exc.detail}", now)
                 continue
             keys.append(key)
+        # Write this batch while the next one is checked (SQLite lets go of the GIL):
+        # one write in flight at a time, all of them done before "caught up" is said.
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
         if rows:
-            await self.index.add(rows, now)
-            for observer in self.observers:
-                observer(keys)
+            self._writing = asyncio.ensure_future(self._write(rows, keys, now))
+        if caught_up and self._writing is not None:
+            await self._writing
+            self._writing = None
+        if caught_up:
+            self._lookups = True  # from now on, values may be ones we hold (a re-watch)
         if caught_up and not self.caught_up.is_set():
             log.info("catalog index caught up: %s", self.index.counts())
             self.caught_up.set()
+
+    async def _write(self, rows: list[IndexRow], keys: list[str], now: int) -> None:
+        await self.index.add(rows, now)
+        for observer in self.observers:
+            observer(keys)
 
     # ---------------------------------------------------------------- use
 

@@ -199,6 +199,17 @@ def _logging() -> None:
 @contextlib.contextmanager
 def _progress_bar(label: str) -> Iterator[Callable[[str, float], None]]:
     """A progress bar on stderr (drawn only on a terminal); yields ``report(phase, fraction)``."""
+    if not sys.stderr.isatty():  # a log, not a terminal: one line per phase
+        said: set[str] = set()
+
+        def tell(phase: str, fraction: float) -> None:
+            kind = re.sub(r"[0-9,/]+", "", phase)
+            if kind not in said:
+                said.add(kind)
+                click.echo(f"{label}: {phase}", err=True)
+
+        yield tell
+        return
     with click.progressbar(length=1000, label=label, file=sys.stderr, show_eta=True,
                            show_percent=True) as bar:
         def report(phase: str, fraction: float) -> None:
@@ -229,6 +240,25 @@ def bench_e2e(seconds: float, window: int, soak: float, as_json: bool) -> None:
     _logging()
     with _progress_bar("bench e2e") as progress:
         result = run(seconds=seconds, window=window, soak=soak, progress=progress)
+    click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
+
+
+@bench.command("catalog")
+@click.option("--regions", default=418, show_default=True, help="Member regions of the circle.")
+@click.option("--matters", default=865, show_default=True, help="Matters in each region's catalog.")
+@click.option("--updates", default=20, show_default=True, help="Single-entry updates timed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def bench_catalog(regions: int, matters: int, updates: int, as_json: bool) -> None:
+    """A new node takes in a whole circle's catalogs: sync time, search latency, update
+    propagation, memory."""
+    from node.bench_catalog import run
+
+    if not as_json:
+        click.echo(f"measuring: {regions} regions × {matters} matters = {regions * matters:,} "
+                   f"entries ...", err=True)
+    _logging()
+    with _progress_bar("bench catalog") as progress:
+        result = run(regions=regions, matters=matters, updates=updates, progress=progress)
     click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
 
 

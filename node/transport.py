@@ -21,8 +21,8 @@ consumer are created again (``_ensure_inbox`` on consumer errors).
 
 The circle's matter catalogs live in one KV bucket, ``TB_CATALOG``, keyed
 ``<region>.<实施编码>``; ``watch_catalog`` follows it (every current value first,
-then each change) and starts again after a reconnect, since nats-py's watchers
-recover slowly or not at all after a server restart (nats-notes §1.4).
+then each change) with a pull consumer of its own, made again after a reconnect
+(nats-py's KV watchers recover slowly after a server restart, nats-notes §1.4).
 """
 
 from __future__ import annotations
@@ -339,50 +339,53 @@ class NatsTransport:
             self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
         """Call ``handle(updates, caught_up)`` with every value of the catalog bucket, in
         batches, then with each change; forever. ``caught_up`` is True once the values
-        present at the start have all been handed over. After a reconnect the watch starts
-        again from the current values (the handler drops what it knows)."""
+        present at the start have all been handed over.
+
+        Not nats-py's KV watcher: its ordered push consumer stalled under a circle's
+        361,570 values (flow control behind a slow callback). An ephemeral **pull**
+        consumer on the bucket's stream (last value per key, then new ones) is paced
+        by our own fetches. After a reconnect it is made again, from the current
+        values (the handler drops what it knows)."""
         while True:
             self._reconnected.clear()
             try:
-                watcher = await (await self._catalog()).watch(">")
+                await self._catalog()
+                sub = await self._js.pull_subscribe(
+                    f"$KV.{CATALOG_BUCKET}.>", stream=f"KV_{CATALOG_BUCKET}",
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                                          ack_policy=AckPolicy.NONE, inactive_threshold=300.0))
             except (nats.errors.Error, TimeoutError) as exc:
-                log.warning("cannot watch the catalog bucket yet: %s", exc)
+                log.warning("cannot follow the catalog bucket yet: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=5000)
-            pumping = asyncio.create_task(_pump(watcher, queue))
-            restart = asyncio.create_task(self._reconnected.wait())
             try:
-                await self._follow(queue, restart, handle)
+                await self._follow(sub, handle)
             finally:
-                pumping.cancel()
-                restart.cancel()
                 with contextlib.suppress(Exception):
-                    await watcher.stop()
+                    await sub.unsubscribe()
             log.info("catalog watch starts again after a reconnect")
 
-    @staticmethod
-    async def _follow(queue: asyncio.Queue[Any], restart: asyncio.Task[Any],
+    async def _follow(self, sub: Any,
                       handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
+        prefix = f"$KV.{CATALOG_BUCKET}."
         caught_up = False
-        while not restart.done():
-            getting = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getting, restart}, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
+        while not self._reconnected.is_set():
+            try:
+                messages = await sub.fetch(1000, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                if not caught_up:  # nothing was there at all
+                    caught_up = True
+                    await handle([], True)
+                continue
+            except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError,
+                    nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+                log.warning("catalog consumer lost (%s); making it again", exc)
                 return
             batch: list[CatalogUpdate] = []
-            item = getting.result()
-            while True:
-                if item is None:
-                    caught_up = True
-                elif item.operation is None:
-                    batch.append((item.key, item.value))
-                else:
-                    batch.append((item.key, None))  # DEL / PURGE
-                if queue.empty() or len(batch) >= 2000:
-                    break
-                item = queue.get_nowait()
+            for message in messages:
+                operation = (message.headers or {}).get("KV-Operation")
+                batch.append((message.subject[len(prefix):], None if operation else message.data))
+            caught_up = caught_up or messages[-1].metadata.num_pending == 0
             await handle(batch, caught_up)
 
     # ---------------------------------------------------------------- callbacks
@@ -402,8 +405,3 @@ class NatsTransport:
         log.info("NATS reconnected")
         asyncio.get_running_loop().create_task(self._recreate(1.0))
 
-
-async def _pump(watcher: Any, queue: asyncio.Queue[Any]) -> None:
-    """A KV watcher's entries (and its caught-up ``None``) into our own queue."""
-    async for entry in watcher:
-        await queue.put(entry)

@@ -27,7 +27,8 @@ import msgpack
 
 from protocol.errors import DecodeError, LocalProtocolError, Reason
 
-__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Raw", "canonical", "decode", "encode", "repack"]
+__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Raw", "canonical", "decode", "decode_unchecked",
+           "encode", "raw_fields", "repack"]
 
 #: Largest canonical message accepted. Materials travel separately (object store),
 #: so a message holds forms and references only.
@@ -209,3 +210,52 @@ def repack(value: Any) -> bytes:
     """Pack a value ``decode`` returned (already canonical) without checking it again."""
     packed: bytes = _packb(value)
     return packed
+
+
+def raw_fields(data: bytes) -> dict[str, bytes]:
+    """The top-level fields of an encoded map, each as its own encoded bytes (what was
+    signed, as it came), without decoding them. Raises ``DecodeError``."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    try:
+        size = unpacker.read_map_header()
+        fields: dict[str, bytes] = {}
+        for _ in range(size):
+            key = unpacker.unpack()
+            if type(key) is not str or key in fields:
+                raise DecodeError(Reason.MALFORMED, "map keys must be distinct strings")
+            start = unpacker.tell()
+            unpacker.skip()
+            fields[key] = data[start:unpacker.tell()]
+        if unpacker.tell() != len(data):
+            raise DecodeError(Reason.MALFORMED, "bytes after the map")
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError) as exc:
+        raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
+    return fields
+
+
+def decode_unchecked(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
+    """Parse bytes that a signature has vouched for, checking only what msgpack checks in
+    C (well-formed, shortest encodings, no repeated key); key order, NFC, nil and floats
+    are left to ``decode`` when the value is used. For bulk intake (catalog sync), where
+    ``decode``'s walk of every value is the cost. Raises ``DecodeError``."""
+    if len(data) > max_bytes:
+        raise DecodeError(Reason.TOO_LARGE, f"{len(data)} bytes > {max_bytes}")
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=False,
+                                ext_hook=_refuse_ext, timestamp=0)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError, OverflowError, RecursionError) as exc:
+        raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
+    try:
+        same = _packb(value) == bytes(data)
+    except (TypeError, ValueError) as exc:  # a nil map key and the like
+        raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
+    if not same:
+        raise DecodeError(Reason.NON_CANONICAL, "bytes differ from the canonical encoding")
+    return value

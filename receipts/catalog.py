@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from protocol.catalog import TAG_CATALOG, CatalogEntry, CatalogRecord, entry_digest
-from protocol.codec import decode, repack
+from protocol.codec import decode, decode_unchecked, raw_fields
 from protocol.envelope import Signature, leaf_digest
 from protocol.errors import ProtocolError, Reason, RemoteProtocolError
 from receipts.registry import KeyRegistry
@@ -33,39 +33,39 @@ def sign_entries(signer: BatchSigner, entries: Sequence[CatalogEntry]) -> list[C
 
 @dataclasses.dataclass(frozen=True)
 class CheckedRecord:
-    """A record whose signature holds: the entry as a map, its bytes and digest."""
+    """A record whose signature holds: the entry's indexed fields, its bytes and digest."""
 
     entry: dict[str, Any]
     digest: bytes
     record: bytes  # the canonical record, as received
 
-    def model(self) -> CatalogEntry:
-        """The validated entry; ``RemoteProtocolError(INVALID_FIELD)`` if it is not one."""
-        try:
-            return CatalogEntry.model_validate(self.entry)
-        except ValidationError as exc:
-            raise RemoteProtocolError(Reason.INVALID_FIELD, str(exc)[:500]) from None
-
 
 _INDEXED = {"region": str, "code": str, "version": int, "status": str, "name": str,
             "matter_type": str, "modes": tuple, "effective_from": str}
+#: What the index takes from an entry (searchable text: name, materials, conditions).
+_PARSED = (*_INDEXED, "effective_to", "materials", "conditions")
 
 
 def check_record(data: bytes, key: str, registry: KeyRegistry, checker: SignatureChecker,
                  now: int) -> CheckedRecord:
     """Check one catalog bucket value published under ``key`` (``<region>.<code>``).
 
-    Raises ``RemoteProtocolError``: malformed, not the entry its key names, signed by
-    a key that is not an active member's (unknown, expired, revoked), or a bad signature.
+    The signature is checked over the entry's bytes as they came; the entry is parsed
+    with ``decode_unchecked`` (the full canonical-form walk and the model come when the
+    entry is used). Raises ``RemoteProtocolError``: malformed, not the entry its key
+    names, signed by a key that is not an active member's (unknown, expired,
+    revoked), or a bad signature.
     """
     try:
-        fields = decode(data)
+        fields = raw_fields(data)
+        if set(fields) != {"entry", "sig"}:
+            raise RemoteProtocolError(Reason.INVALID_FIELD, "a catalog record is {entry, sig}")
+        # Only the fields the index needs are parsed; the rest waits for use.
+        parts = raw_fields(fields["entry"])
+        entry = {name: decode_unchecked(parts[name]) for name in _PARSED if name in parts}
+        sig_fields = decode(fields["sig"])
     except ProtocolError as exc:
         raise RemoteProtocolError(exc.reason, exc.detail) from None
-    if not isinstance(fields, dict) or set(fields) != {"entry", "sig"} or not isinstance(
-            fields["entry"], dict):
-        raise RemoteProtocolError(Reason.INVALID_FIELD, "a catalog record is {entry, sig}")
-    entry = fields["entry"]
     for name, kind in _INDEXED.items():
         if not isinstance(entry.get(name), kind) or isinstance(entry.get(name), bool):
             raise RemoteProtocolError(Reason.INVALID_FIELD, f"entry field {name}")
@@ -73,11 +73,10 @@ def check_record(data: bytes, key: str, registry: KeyRegistry, checker: Signatur
         raise RemoteProtocolError(Reason.INVALID_FIELD, f"an entry of {entry['region']}."
                                   f"{entry['code']} published as {key}")
     try:
-        sig = Signature.model_validate(fields["sig"])
+        sig = Signature.model_validate(sig_fields)
     except ValidationError as exc:
         raise RemoteProtocolError(Reason.INVALID_FIELD, f"signature: {exc.error_count()} errors") from None
     public = registry.signing_key(sig.key, entry["region"], now, now=now)
-    digest = leaf_digest(TAG_CATALOG, repack(entry))
+    digest = leaf_digest(TAG_CATALOG, fields["entry"])
     checker.check(digest, sig, public)
     return CheckedRecord(entry=entry, digest=digest, record=bytes(data))
-

@@ -21,7 +21,9 @@ def tongban(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 def test_every_command_has_help() -> None:
     for command in ([], ["keys"], ["keys", "new"], ["verify"], ["node"], ["demo"], ["submit"],
-                    ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"]):
+                    ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
+                    ["bench", "catalog"], ["catalog"], ["catalog", "import"], ["catalog", "publish"],
+                    ["catalog", "export"], ["catalog", "search"]):
         result = tongban(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout
@@ -97,6 +99,17 @@ def test_bench_protocol_reports_every_figure() -> None:
     figures = json.loads(result.stdout)
     for key in ("receipts_per_s", "envelopes_per_s", "raw_sign_per_s", "raw_verify_per_s"):
         assert figures[key] > 0
+
+
+def test_bench_catalog_reports_every_figure() -> None:
+    result = tongban("bench", "catalog", "--regions", "3", "--matters", "30", "--updates", "2",
+                     "--json", timeout=110)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["entries"] == 90
+    for key in ("sync_s", "search_p99_ms", "update_propagation_ms", "rss_mb"):
+        assert figures[key] > 0, key
+    assert "bench catalog: searching" in result.stderr  # progress, one line per phase
 
 
 @pytest.mark.timeout(120)

@@ -37,6 +37,9 @@ from node.store.cases import migrate, open_database
 
 __all__ = ["CatalogIndex", "IndexRow"]
 
+#: The 通办 modes (protocol.codes.TONGBAN_MODES), each with a partial index.
+MODES = ("online", "proxy", "joint")
+
 MIGRATIONS: list[tuple[str, ...]] = [
     (  # version 1
         """CREATE TABLE entries (
@@ -55,6 +58,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "tokenize='trigram')",
         """CREATE TABLE rejected (
             key TEXT NOT NULL, region TEXT, reason TEXT NOT NULL, at INTEGER NOT NULL)""",
+    ),
+    (  # version 2: filters that exclude most rows must not scan a text's every region
+        "DROP INDEX current_text",  # (text_id, region): the one below serves it too
+        "CREATE INDEX latest_type ON latest(text_id, matter_type, region)",
+        *(f"CREATE INDEX latest_{mode} ON latest(text_id, region) WHERE modes LIKE '%;{mode};%'"
+          for mode in MODES),
     ),
 ]
 
@@ -107,29 +116,28 @@ class CatalogIndex:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                added = 0
-                for row in rows:
-                    cursor = conn.execute(
-                        "INSERT INTO entries (region, code, version, status, digest, record, "
-                        "record_sha, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        (row.region, row.code, row.version, row.status, row.digest, row.record,
-                         hashlib.sha256(row.record).digest(), now))
-                    if cursor.rowcount == 0:
-                        continue  # this version is known already (a restart, a redelivery)
-                    added += 1
-                    conn.execute(
-                        "INSERT INTO latest (region, code, version, status, name, matter_type, "
-                        "modes, effective_from, effective_to, text_id) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(region, code) DO UPDATE SET "
-                        "version = excluded.version, status = excluded.status, "
-                        "name = excluded.name, matter_type = excluded.matter_type, "
-                        "modes = excluded.modes, effective_from = excluded.effective_from, "
-                        "effective_to = excluded.effective_to, text_id = excluded.text_id "
-                        "WHERE excluded.version > latest.version",
-                        (row.region, row.code, row.version, row.status, row.name, row.matter_type,
-                         ";" + ";".join(row.modes) + ";", row.effective_from, row.effective_to,
-                         self._text_id(conn, row.text)))
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT INTO entries (region, code, version, status, digest, record, "
+                    "record_sha, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [(r.region, r.code, r.version, r.status, r.digest, r.record,
+                      hashlib.sha256(r.record).digest(), now) for r in rows])
+                added = conn.total_changes - before
+                # A version seen before (a restart, a redelivery) changes nothing below:
+                # the newer-version condition keeps the row as it is.
+                conn.executemany(
+                    "INSERT INTO latest (region, code, version, status, name, matter_type, "
+                    "modes, effective_from, effective_to, text_id) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(region, code) DO UPDATE SET "
+                    "version = excluded.version, status = excluded.status, "
+                    "name = excluded.name, matter_type = excluded.matter_type, "
+                    "modes = excluded.modes, effective_from = excluded.effective_from, "
+                    "effective_to = excluded.effective_to, text_id = excluded.text_id "
+                    "WHERE excluded.version > latest.version",
+                    [(r.region, r.code, r.version, r.status, r.name, r.matter_type,
+                      ";" + ";".join(r.modes) + ";", r.effective_from, r.effective_to,
+                      self._text_id(conn, r.text)) for r in rows])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -211,8 +219,9 @@ class CatalogIndex:
             filters.append(f"c.region IN ({','.join('?' * len(regions))})")
             args += list(regions)
         if mode is not None:
-            filters.append("c.modes LIKE ?")
-            args.append(f"%;{mode};%")
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}")
+            filters.append(f"c.modes LIKE '%;{mode};%'")  # a literal: the partial index applies
         if matter_type is not None:
             filters.append("c.matter_type = ?")
             args.append(matter_type)
