@@ -224,14 +224,21 @@ class Catalog:
             "matter": b.MatterRef(code=entry.code, version=entry.version, name=entry.name),
             "acceptance": "handling_decides", "form": form, "case_type": entry.case_type})
 
-    def policy(self, matter: b.MatterRef) -> MatterPolicy:
-        """How this region handles an application for one of its matters (the pinned
-        version): who decides 受理 and the promised time limit."""
+    def policy(self, application: b.Application) -> MatterPolicy:
+        """How this region handles an application for one of its matters, under the
+        version it pinned: who decides 受理 and the promised time limit. Refuses a matter
+        or version we never published (``unknown_matter``) and a form that the entry's
+        form does not accept (``invalid_field``, naming every field)."""
         if not self.own:
             return MatterPolicy()  # no catalog of our own: the defaults
+        matter = application.matter
         entry = self.entry(self.region, matter.code, matter.version)
         if entry is None:
             raise RemoteProtocolError(Reason.UNKNOWN_MATTER, f"{matter.code} version {matter.version}")
+        try:
+            entry.check_form({value.field: value.value for value in application.form})
+        except ValueError as exc:
+            raise RemoteProtocolError(Reason.INVALID_FIELD, f"申请表 / form: {exc}") from None
         return MatterPolicy(acceptance=entry.acceptance, promise_days=entry.promised_limit.days,
                             promise_unit=entry.promised_limit.unit)
 

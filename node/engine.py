@@ -97,7 +97,7 @@ class Engine:
         postmaster: Postmaster,
         store: Store,
         calendar: WorkingCalendar,
-        policy: Callable[[b.MatterRef], MatterPolicy] = lambda matter: MatterPolicy(),
+        policy: Callable[[b.Application], MatterPolicy] = lambda application: MatterPolicy(),
     ) -> None:
         self.region = region
         self.postmaster = postmaster
@@ -320,8 +320,8 @@ class _Batch:
                                         f"no case {envelope.case} for a {envelope.kind!r} message")
             return self._refuse(Incoming(envelope.id, b""), opened, error)
         try:
-            policy = self.engine.policy(body.matter)
-        except RemoteProtocolError as exc:  # not a matter of ours (or not that version)
+            policy = self.engine.policy(body)
+        except RemoteProtocolError as exc:  # not a matter of ours, or its form is not filled in right
             return self._refuse(Incoming(envelope.id, b""), opened, exc)
         case = Case(case=envelope.case, role="handling", ours=self.engine.region,
                     theirs=envelope.sender, our_key=self.engine.postmaster.keys.sign_key_id,

@@ -25,6 +25,7 @@ from protocol.fields import credit_check_char
 from receipts import BatchSigner, NodeKeys
 from receipts.catalog import sign_entries
 from routing.catalog_files import write_catalog_csv
+from tests.cluster import free_port
 
 H, C = "370100", "410100"  # the publishing (handling) region, the window (collecting) region
 AUTHORITY = "11370100MB2851740" + credit_check_char("11370100MB2851740")
@@ -180,15 +181,22 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
         assert application.matter == b.MatterRef(code=HUKOU.code, version=1, name=HUKOU.name)
         assert HUKOU.check_form({v.field: v.value for v in application.form})
         unknown = ex.application(now, window_no="ZZ-TEST-2", scans=False)  # not 370100's matter
+        wrong_form = application.model_copy(update={"form": (
+            b.FormValue(field="move_to", value="郑州"), b.FormValue(field="reason", value="旅游"))})
         cases = []
-        for app in (application, unknown):
+        for app in (application, unknown, wrong_form):
             collected = await window.command(Command(None, "collect", app, peer=H))
             assert collected.case_id is not None
             await window.command(Command(collected.case_id, "submit"))
             cases.append(collected.case_id)
         await _until(lambda: (window.store.case_row(cases[0]) or {}).get("state") == "outcome_received")
-        await _until(lambda: any(r["code"] == "unknown_matter" for r in window.store.rejections()))
-        assert handling.store.case_row(cases[1]) is None  # nothing opened for it
+        await _until(lambda: {"unknown_matter", "invalid_field"} <= {
+            r["code"] for r in window.store.rejections()})
+        assert handling.store.case_row(cases[1]) is None  # nothing opened for either
+        assert handling.store.case_row(cases[2]) is None
+        [refusal] = [r for r in handling.store.rejections() if r["code"] == "invalid_field"]
+        assert "迁入地" in refusal["detail"]  # every wrong field is named
+        assert "迁移原因" in refusal["detail"]
         accepted = handling.catalog.entry(H, HUKOU.code, 1)
         assert accepted is not None
         assert accepted.promised_limit.days == 10
@@ -278,3 +286,31 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
             assert "事项 第 2 行「事项类型代码」" in err
             assert "nothing was imported" in err
         assert [v for v, _ in handling.catalog.index.versions(H, HUKOU.code)] == [1, 2]
+
+
+async def test_a_restarted_node_and_a_restarted_server_lose_nothing(tmp_path: Path) -> None:
+    for region in (H, C):
+        NodeKeys.generate(region).save(tmp_path / region / "keys", valid_from=0)
+    write_catalog_csv([HUKOU, MEDICAL], tmp_path / "catalog")
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    await server.start()
+    try:
+        window_config = _config(tmp_path, C, H, None)
+        async with _running(tmp_path, server.url, _config(tmp_path, H, C, tmp_path / "catalog")) \
+                as handling:
+            async with _running(tmp_path, server.url, window_config) as window:
+                await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+            async with _running(tmp_path, server.url, window_config) as window:  # restarted
+                await window.catalog.caught_up.wait()
+                assert window.catalog.index.counts() == {"entries": 2, "latest": 2, "texts": 2,
+                                                         "rejected": 0}
+                server.kill()  # and the server: same port, same store, back in a moment
+                await asyncio.sleep(0.5)
+                await server.start()
+                changed = HUKOU.model_copy(update={"version": 2, "name": "户口迁移（迁入）新版"})
+                await _until(lambda: handling.transport.connected)
+                await handling.catalog.publish([changed])
+                await _until(lambda: window.catalog.search("新版") != [], timeout=30)
+                assert window.catalog.index.counts()["entries"] == 3
+    finally:
+        await server.stop()
