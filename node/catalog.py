@@ -214,8 +214,10 @@ class Catalog:
         publishes for 异地代收代办, its form filled with plausible values; the protocol's
         example matter if that region's catalog is not known here."""
         application = ex.application(now, window_no=window_no, scans=False)
-        hits = self.search("", regions=(handling,), mode="proxy", limit=1)
-        entry = self.entry(handling, hits[0]["code"], hits[0]["version"]) if hits else None
+        candidates = (self.entry(handling, hit["code"], hit["version"])
+                      for hit in self.search("", regions=(handling,), mode="proxy", limit=50))
+        entry = next((e for e in candidates if e is not None and e.acceptance == "handling_decides"),
+                     None)
         if entry is None:
             return application
         form = tuple(b.FormValue(field=f.name, value=_sample_value(f, now)) for f in entry.form

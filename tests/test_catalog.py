@@ -197,9 +197,21 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
         [refusal] = [r for r in handling.store.rejections() if r["code"] == "invalid_field"]
         assert "迁入地" in refusal["detail"]  # every wrong field is named
         assert "迁移原因" in refusal["detail"]
-        accepted = handling.catalog.entry(H, HUKOU.code, 1)
-        assert accepted is not None
-        assert accepted.promised_limit.days == 10
+        assert (handling.store.case_snapshot(cases[0]) or {})["promise_days"] == 10
+        # A new version with another promised limit: an application filled against
+        # version 1 is still decided under version 1.
+        await handling.catalog.publish([HUKOU.model_copy(update={
+            "version": 2, "promised_limit": TimeLimit(days=15)})])
+        await _until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
+        pinned = application.model_copy(update={"window": application.window.model_copy(
+            update={"window_no": "ZZ-TEST-4"})})
+        collected = await window.command(Command(None, "collect", pinned, peer=H))
+        assert collected.case_id is not None
+        await window.command(Command(collected.case_id, "submit"))
+        await _until(lambda: handling.store.case_snapshot(collected.case_id or "") is not None)
+        assert (handling.store.case_snapshot(collected.case_id) or {})["promise_days"] == 10
+        fresh = window.catalog.sample_application(H, window.clock(), "ZZ-TEST-5")
+        assert fresh.matter.version == 2  # a new application is filled against the newest
 
 
 async def _tongban(*args: str) -> tuple[int, str, str]:
