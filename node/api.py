@@ -28,9 +28,6 @@ __all__ = ["NODE", "make_app"]
 NODE = web.AppKey("node", Node)
 
 
-_error = error
-
-
 async def health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return web.json_response({"region": node.region, "name": node.config.name,
@@ -44,7 +41,7 @@ async def list_cases(request: web.Request) -> web.Response:
     try:
         limit = min(int(request.query.get("limit", "100")), 1000)
     except ValueError:
-        return _error(400, "bad_limit", "limit 必须是整数", "limit must be an integer")
+        return error(400, "bad_limit", "limit 必须是整数", "limit must be an integer")
     rows = node.store.cases(state=state, limit=limit)
     return web.json_response([{**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"])}
                               for row in rows])
@@ -56,10 +53,10 @@ async def create_case(request: web.Request) -> web.Response:
     try:
         payload = await request.json()
     except ValueError:
-        return _error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
+        return error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
     handling = payload.get("handling") if isinstance(payload, dict) else None
     if not isinstance(handling, str) or not any(p.region == handling for p in node.config.peers):
-        return _error(400, "unknown_region", "办理地不是本节点的通办伙伴",
+        return error(400, "unknown_region", "办理地不是本节点的通办伙伴",
                       "the handling region is not a partner of this node")
     now = node.clock()
     window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
@@ -68,14 +65,14 @@ async def create_case(request: web.Request) -> web.Response:
     if objects:
         rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]
         if any(row is None or row["state"] != "local" or row["case_id"] for row in rows):
-            return _error(400, "unknown_material", "材料不存在或已用于其他办件",
+            return error(400, "unknown_material", "材料不存在或已用于其他办件",
                           "a material does not exist or belongs to another case")
         fields = application.model_dump()
         fields["materials"] = (*application.materials, *(material_ref(r) for r in rows if r))
         application = b.Application.model_validate(fields)
     result = await node.command(Command(None, "collect", application, peer=handling))
     if result.outcome != "applied" or result.case_id is None:
-        return _error(422, result.reason.code if result.reason else "refused",
+        return error(422, result.reason.code if result.reason else "refused",
                       "收件失败", result.detail or "collect refused")
     sent = await node.command(Command(result.case_id, "submit"))
     receipt = result.step.receipt if result.step else None
@@ -90,7 +87,7 @@ async def get_case(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     row = node.store.case_row(case_id)
     if row is None:
-        return _error(404, "no_case", "没有这个办件", f"no case {case_id}")
+        return error(404, "no_case", "没有这个办件", f"no case {case_id}")
     receipts = [_receipt_json(receipt_from_fields(decode(raw)))
                 for raw in node.store.receipts(case_id)]
     return web.json_response({**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
@@ -101,7 +98,7 @@ async def get_bundle(request: web.Request) -> web.Response:
     node = request.app[NODE]
     case_id = request.match_info["case_id"]
     if node.store.case_row(case_id) is None:
-        return _error(404, "no_case", "没有这个办件", f"no case {case_id}")
+        return error(404, "no_case", "没有这个办件", f"no case {case_id}")
     data = bundle_for(node.store, node.registry, node.region, case_id, node.clock())
     return web.Response(body=data, content_type="application/octet-stream", headers={
         "Content-Disposition": f'attachment; filename="{case_id}.tbb"'})
@@ -113,7 +110,7 @@ async def retry_forward(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     result = await node.command(Command(case_id, "operator_retry"))
     if result.outcome != "applied":
-        return _error(409, result.reason.code if result.reason else "refused",
+        return error(409, result.reason.code if result.reason else "refused",
                       "该办件当前不能重试流转", result.detail or "the case cannot be retried now")
     return web.json_response({"case_id": case_id, "state": result.step.new_state
                               if result.step else None})
@@ -124,16 +121,16 @@ async def upload_material(request: web.Request) -> web.Response:
     node = request.app[NODE]
     name = request.query.get("name", "").strip()
     if not 1 <= len(name) <= 200:
-        return _error(400, "bad_name", "请填写材料名称（1 至 200 字）",
+        return error(400, "bad_name", "请填写材料名称（1 至 200 字）",
                       "give the material's name (1 to 200 characters) as ?name=")
     media_type = request.content_type or "application/octet-stream"
     if media_type not in ALLOWED_MEDIA:
-        return _error(415, "bad_media_type", "只接受 PDF、JPEG、PNG 或 OFD 文件",
+        return error(415, "bad_media_type", "只接受 PDF、JPEG、PNG 或 OFD 文件",
                       "only PDF, JPEG, PNG or OFD files are accepted")
     try:
         row = await node.materials.intake(request.content.iter_chunked(1 << 16), name, media_type)
     except MaterialTooLarge:
-        return _error(413, "too_large", "文件超过大小上限", "the file exceeds the size limit")
+        return error(413, "too_large", "文件超过大小上限", "the file exceeds the size limit")
     await node.store.commit(Changes(materials=[{**row, "at": node.clock()}]))
     return web.json_response({"object": row["object"], "name": name, "media_type": media_type,
                               "size": row["size"], "sha256": row["sha256"].hex()}, status=201)
@@ -143,9 +140,9 @@ async def download_material(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     row = node.store.material(request.match_info["object"])
     if row is None:
-        return _error(404, "no_material", "没有这个材料", "no such material")
+        return error(404, "no_material", "没有这个材料", "no such material")
     if row["state"] == "to_fetch":
-        return _error(409, "not_yet", "材料尚未从收件地传到，请稍后再试",
+        return error(409, "not_yet", "材料尚未从收件地传到，请稍后再试",
                       "the material has not arrived from the collecting region yet; try again")
     response = web.StreamResponse(headers={"Content-Type": row["media_type"]})
     response.content_length = row["size"]

@@ -21,6 +21,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from node.api_errors import error
@@ -29,8 +30,10 @@ from node.catalog import CatalogConflict
 from protocol.codes import MATTER_TYPES, TONGBAN_MODES
 from routing.catalog_files import (
     SHEETS,
+    XLSX_MEDIA_TYPE,
     CatalogFileError,
     catalog_xlsx_bytes,
+    csv_text,
     read_catalog_csv,
     read_catalog_xlsx,
 )
@@ -38,7 +41,6 @@ from routing.catalog_files import (
 __all__ = ["add_catalog_routes"]
 
 _REGION = re.compile(r"^[0-9]{6}$")
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: A catalog upload may be larger than a message: 865 matters make about 1 MB of XLSX.
 MAX_UPLOAD = 32 << 20
 
@@ -77,8 +79,9 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
         if not 1 <= limit <= 200:
             return error(400, "bad_limit", "limit 应为 1 到 200 的整数",
                          "limit must be a whole number from 1 to 200")
-        results = node.catalog.search(query.get("q", ""), regions=regions, mode=mode,
-                                      matter_type=matter_type, limit=limit)
+        results = await asyncio.to_thread(node.catalog.search, query.get("q", ""),
+                                          regions=regions, mode=mode, matter_type=matter_type,
+                                          limit=limit)
         return web.json_response({"results": results})
 
     async def detail(request: web.Request) -> web.Response:
@@ -87,9 +90,13 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
         version_text = request.query.get("version")
         version = None
         if version_text is not None:
-            if not version_text.isdigit():
-                return error(400, "bad_version", "version 应为正整数", "version must be a positive integer")
-            version = int(version_text)
+            try:
+                version = int(version_text)
+            except ValueError:
+                version = 0
+            if not 1 <= version <= 1_000_000 or not version_text.isascii():
+                return error(400, "bad_version", "version 应为 1 到 1000000 的整数",
+                             "version must be a whole number from 1 to 1,000,000")
         entry = node.catalog.entry(region, code, version)
         if entry is None:
             return error(404, "no_matter", "没有这个事项（或这个版本）", "no such matter (or version)")
@@ -109,27 +116,29 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
         too_large = error(413, "too_large", f"事项清单文件不能超过 {MAX_UPLOAD >> 20} MB",
                           f"a catalog upload is limited to {MAX_UPLOAD >> 20} MB")
         try:
-            if request.content_type == XLSX:
+            if request.content_type == XLSX_MEDIA_TYPE:
                 data = await _read_limited(request.content.read, MAX_UPLOAD)
                 if data is None:
                     return too_large
                 entries = await asyncio.to_thread(read_catalog_xlsx, data, node.region)
             elif request.content_type == "multipart/form-data":
                 texts: dict[str, str] = {}
-                async for part in await request.multipart():
-                    if getattr(part, "name", None) not in SHEETS:
-                        return error(400, "bad_part", f"表单部分应命名为 {'、'.join(SHEETS)}",
-                                     f"multipart parts must be named {', '.join(SHEETS)}")
-                    data = await _read_limited(part.read_chunk, MAX_UPLOAD)  # type: ignore[union-attr]
-                    if data is None:
-                        return too_large
-                    texts[part.name] = data.decode("utf-8-sig")  # type: ignore[union-attr,index]
+                try:
+                    async for part in await request.multipart():
+                        if getattr(part, "name", None) not in SHEETS:
+                            return error(400, "bad_part", f"表单部分应命名为 {'、'.join(SHEETS)}",
+                                         f"multipart parts must be named {', '.join(SHEETS)}")
+                        data = await _read_limited(part.read_chunk, MAX_UPLOAD)  # type: ignore[union-attr]
+                        if data is None:
+                            return too_large
+                        texts[part.name] = csv_text(data)  # type: ignore[union-attr,index]
+                except (ValueError, AssertionError, aiohttp.ClientPayloadError, EOFError):
+                    return error(400, "bad_multipart", "上传内容不完整或格式有误",
+                                 "the multipart body is malformed or incomplete")
                 entries = await asyncio.to_thread(read_catalog_csv, texts, node.region)
             else:
                 return error(415, "bad_media", "请上传 .xlsx 文件或三个 CSV 文件",
                              "send an .xlsx workbook or the three CSV files (multipart)")
-        except UnicodeDecodeError:
-            return error(400, "bad_encoding", "CSV 文件应为 UTF-8 编码", "CSV files must be UTF-8")
         except CatalogFileError as exc:
             return web.json_response({
                 "error": "bad_catalog", "zh": "事项清单有错误，未导入任何事项",
@@ -156,7 +165,7 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
             return error(404, "no_catalog", "本节点没有该地区的事项清单",
                          "this node holds no catalog of that region")
         data = await asyncio.to_thread(catalog_xlsx_bytes, entries)
-        return web.Response(body=data, content_type=XLSX, headers={
+        return web.Response(body=data, content_type=XLSX_MEDIA_TYPE, headers={
             "Content-Disposition": f'attachment; filename="catalog-{region}.xlsx"'})
 
     app.router.add_post("/api/catalog", upload)

@@ -161,7 +161,7 @@ async def _measure(base: Path, url: str, codes: list[str], keys: dict[str, NodeK
             indexed = 0
             while indexed < total:
                 async with http.get(f"{api}/api/catalog/stats") as response:
-                    indexed = (await response.json())["latest"]
+                    indexed = (await response.json())["entries"]
                 tell(f"new node indexed {indexed:,}/{total:,}", 0.5 + 0.4 * indexed / total)
                 await asyncio.sleep(0.1)
             sync_s = time.perf_counter() - started

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node.engine import MatterPolicy
+from node.store import StoreError
 from node.store.catalog import CatalogIndex, IndexRow
 from node.transport import CatalogUpdate, Transport
 from protocol import bodies as b
@@ -59,7 +60,9 @@ class Catalog:
         self.postmaster = postmaster
         self.clock = clock
         self.caught_up = asyncio.Event()
-        self.own = False  # whether this region publishes a catalog (then it decides policies)
+        #: Whether this region publishes a catalog (then its matters and forms are enforced).
+        self.own = index.has_region(region)
+        self._publishing = asyncio.Lock()
         #: Called with the keys of entries just indexed (benchmarks, live pages).
         self.observers: list[Callable[[list[str]], None]] = []
         self._models: OrderedDict[tuple[str, str, int], CatalogEntry] = OrderedDict()
@@ -72,8 +75,14 @@ class Catalog:
     # ---------------------------------------------------------------- our own entries
 
     async def publish(self, entries: list[CatalogEntry]) -> list[CatalogEntry]:
-        """Sign, index and publish the entries that are new; returns them."""
-        self.own = True
+        """Sign, publish and index the entries that are new; returns them. One publication
+        at a time, so a version never goes out with two contents."""
+        async with self._publishing:
+            published = await self._publish(entries)
+        self.own = self.own or bool(entries)
+        return published
+
+    async def _publish(self, entries: list[CatalogEntry]) -> list[CatalogEntry]:
         fresh, problems = [], []
         for entry in entries:
             if entry.region != self.region:
@@ -99,10 +108,10 @@ class Catalog:
         if not fresh:
             return []
         records = sign_entries(self.postmaster.signer, fresh)
-        now = self.clock()
-        rows = [_row(_checked(record)) for record in records]
-        await self.index.add(rows, now)
+        # Into the bucket first: if that fails nothing is indexed, and trying again
+        # publishes the same entries (indexed first, a retry would find them known).
         await self.transport.put_catalog([(r.entry.key, r.canonical_bytes) for r in records])
+        await self.index.add([_row(_checked(record)) for record in records], self.clock())
         log.info("published %d catalog entries of %s", len(records), self.region)
         return fresh
 
@@ -112,7 +121,11 @@ class Catalog:
         # A node with nothing indexed yet (a new member) need not look up every value it
         # receives; a value that comes twice is stored once anyway.
         self._lookups = self.index.counts()["entries"] > 0
-        await self.transport.watch_catalog(self._take)
+        try:
+            await self.transport.watch_catalog(self._take)
+        finally:
+            if self._writing is not None:  # a stopping node finishes its last write
+                await asyncio.shield(self._writing)
 
     async def _take(self, updates: list[CatalogUpdate], caught_up: bool) -> None:
         now = self.clock()
@@ -154,16 +167,26 @@ class Catalog:
             self.caught_up.set()
 
     async def _write(self, rows: list[IndexRow], keys: list[str], now: int) -> None:
-        await self.index.add(rows, now)
+        try:
+            await self.index.add(rows, now)
+        except StoreError as exc:  # find the row the database refuses; keep the others
+            log.error("catalog batch not indexed (%s); trying its entries one by one", exc)
+            for row in rows:
+                try:
+                    await self.index.add([row], now)
+                except StoreError as one:
+                    await asyncio.to_thread(self.index.reject, f"{row.region}.{row.code}",
+                                            row.region, f"index: {one}", now)
         for observer in self.observers:
             observer(keys)
 
     # ---------------------------------------------------------------- use
 
     def entry(self, region: str, code: str, version: int | None = None) -> CatalogEntry | None:
-        """An entry (a given version, or the newest), validated; ``None`` if unknown."""
+        """An entry, validated: the given version, or else the one in force today (the
+        newest if none is); ``None`` if unknown or unusable (then reported)."""
         if version is None:
-            version = max((v for v, _ in self.index.versions(region, code)), default=None)
+            version = self.index.version_in_force(region, code, date_of(self.clock()).isoformat())
             if version is None:
                 return None
         cache_key = (region, code, version)
@@ -172,27 +195,27 @@ class Catalog:
             self._models.move_to_end(cache_key)
             return cached
         data = self.index.record(region, code, version)
-        if data is None:
-            return None
-        try:
-            entry = CatalogRecord.model_validate(decode(data)).entry
-        except (ProtocolError, ValueError) as exc:
-            log.warning("catalog entry %s.%s v%s cannot be used: %s", region, code, version, exc)
+        entry = None if data is None else self._model(f"{region}.{code}", region, data)
+        if entry is None:
             return None
         self._models[cache_key] = entry
         if len(self._models) > 2000:
             self._models.popitem(last=False)
         return entry
 
+    def _model(self, key: str, region: str, data: bytes) -> CatalogEntry | None:
+        """The full check an indexed record gets when it is used; failures are reported."""
+        try:
+            return CatalogRecord.model_validate(decode(data)).entry
+        except (ProtocolError, ValueError) as exc:
+            log.warning("catalog entry %s cannot be used: %s", key, exc)
+            self.index.reject(key, region, f"unusable / 无法使用: {str(exc)[:300]}", self.clock())
+            return None
+
     def entries_of(self, region: str) -> list[CatalogEntry]:
         """The newest version of each of a region's matters (withdrawn ones included)."""
-        entries = []
-        for data in self.index.records_of(region):
-            try:
-                entries.append(CatalogRecord.model_validate(decode(data)).entry)
-            except (ProtocolError, ValueError) as exc:
-                log.warning("a catalog entry of %s cannot be used: %s", region, exc)
-        return entries
+        found = (self._model(f"{region}.?", region, data) for data in self.index.records_of(region))
+        return [entry for entry in found if entry is not None]
 
     def search(self, query: str, *, regions: tuple[str, ...] = (), mode: str | None = None,
                matter_type: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -237,6 +260,10 @@ class Catalog:
         entry = self.entry(self.region, matter.code, matter.version)
         if entry is None:
             raise RemoteProtocolError(Reason.UNKNOWN_MATTER, f"{matter.code} version {matter.version}")
+        collected_on = date_of(application.window.received_at).isoformat()
+        if entry.status == "withdrawn" or not entry.effective_on(collected_on):
+            raise RemoteProtocolError(Reason.UNKNOWN_MATTER, f"{matter.code} version "
+                                      f"{matter.version} was not in force on {collected_on}")
         try:
             entry.check_form({value.field: value.value for value in application.form})
         except ValueError as exc:

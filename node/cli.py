@@ -144,12 +144,19 @@ def node(config_path: Path) -> None:
         await serve(config, stop, on_ready=ready)
 
     _logging()
+    from node.catalog import CatalogConflict
+    from routing.catalog_files import CatalogFileError
+
     try:
         loop.run(run())
     except _KeyFileError as exc:
         fail("密钥无法加载", str(exc))
     except ConfigError as exc:
         fail("配置有误", str(exc))
+    except CatalogFileError as exc:
+        fail("本地区事项清单有误，节点未启动", str(exc))
+    except CatalogConflict as exc:
+        fail("事项清单与已发布的版本冲突，节点未启动", str(exc))
 
 
 @main.command()

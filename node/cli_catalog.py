@@ -13,6 +13,7 @@ from node.cli_http import fail, http_json, request
 from protocol.codes import MATTER_TYPES, TONGBAN_MODES
 from routing.catalog_files import (
     SHEETS,
+    XLSX_MEDIA_TYPE,
     CatalogFileError,
     read_catalog_path,
     read_catalog_xlsx,
@@ -22,7 +23,6 @@ from routing.catalog_files import (
 
 __all__ = ["catalog"]
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 NODE_OPTION = click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
                            help="Web address of a running node.")
 
@@ -81,7 +81,7 @@ def catalog_publish(source: Path, url: str) -> None:
         reply = request("POST", f"{url}/api/catalog", body,
                         f"multipart/form-data; boundary={boundary}")
     else:
-        reply = request("POST", f"{url}/api/catalog", source.read_bytes(), XLSX)
+        reply = request("POST", f"{url}/api/catalog", source.read_bytes(), XLSX_MEDIA_TYPE)
     result = json.loads(reply)
     click.echo(f"{result['entries']} 个事项，新发布 {result['published']} 个 / {result['entries']} "
                f"entries, {result['published']} published")

@@ -326,7 +326,10 @@ class NatsTransport:
         """Put ``(key, value)`` items in the catalog bucket, many in flight at once (a KV
         put is a JetStream publish to ``$KV.<bucket>.<key>``); ``ConnectionError`` unless
         every one was stored."""
-        await self._catalog()  # the bucket exists
+        try:
+            await self._catalog()  # the bucket exists
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ConnectionError(f"catalog bucket: {exc}") from exc
         for start in range(0, len(items), self.max_inflight):
             chunk = items[start:start + self.max_inflight]
             acked = await self.publish(
@@ -343,7 +346,8 @@ class NatsTransport:
 
         Not nats-py's KV watcher: its ordered push consumer stalled under a circle's
         361,570 values (flow control behind a slow callback). An ephemeral **pull**
-        consumer on the bucket's stream (last value per key, then new ones) is paced
+        consumer on the bucket's stream (every value the bucket keeps, so the earlier
+        versions a case may be pinned to as well, then new ones) is paced
         by our own fetches. After a reconnect it is made again, from the current
         values (the handler drops what it knows)."""
         while True:
@@ -352,7 +356,7 @@ class NatsTransport:
                 await self._catalog()
                 sub = await self._js.pull_subscribe(
                     f"$KV.{CATALOG_BUCKET}.>", stream=f"KV_{CATALOG_BUCKET}",
-                    config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,  # the kept history too
                                           ack_policy=AckPolicy.NONE, inactive_threshold=300.0))
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("cannot follow the catalog bucket yet: %s", exc)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Self
+import re._parser as sre_parse  # type: ignore[import-not-found]  # re's own parser: checked, not run
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
@@ -63,29 +64,55 @@ __all__ = ["TAG_CATALOG", "CatalogEntry", "CatalogMaterial", "CatalogRecord", "F
 TAG_CATALOG = b"tongban/1 catalog\x00"
 
 #: Field patterns come from other regions' catalogs, and Python's ``re`` backtracks
-#: without a time limit, so only patterns that cannot backtrack catastrophically are
-#: accepted: no quantifier or alternation on a group (``(a+)+``, ``((a+))+``,
-#: ``(a|a)+`` ...) and no back-references. Character classes with counts, which is
-#: what form fields need (``[0-9]{6}``, ``[A-Z]{2}[0-9]{4}``), are fine.
-_QUANTIFIED_GROUP = re.compile(r"\)\s*[*+?{]")
-_BACK_REFERENCE = re.compile(r"\\[1-9]|\(\?P=")
-#: Unbounded repeats; with more than two in a row (a*a*a*b), matching slows down
-#: polynomially with the value's length.
-_UNBOUNDED = re.compile(r"(?<!\\)[*+]|\{[0-9]*,\}")
+#: without a time limit, so only patterns whose matching time stays small are
+#: accepted: at most two repeats of variable width (``+``, ``*``, ``?``, ``{m,n}``)
+#: in the whole pattern, none inside another, no alternatives inside a repeat
+#: (``(a|a)+``), and no back-references. Fixed counts
+#: (``[0-9]{6}``), classes and alternation of fixed text are free; that is what
+#: form fields need (``^[A-Z]{2}[0-9]{4,8}$``). Values are checked up to
+#: ``MAX_PATTERNED`` characters.
+MAX_PATTERNED = 200
 _YES_NO = ("是", "否")
 _LIST_SEPARATORS = (";", "；")
 
 
+def _repeats(parsed: Any, inside: bool = False) -> int:
+    """Variable-width repeats in a parsed pattern; ``ValueError`` for nested ones."""
+    count = 0
+    for op, arg in parsed:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, body = arg
+            if low != high:
+                if inside:
+                    raise ValueError("repeats inside repeats")
+                count += 1
+            count += _repeats(body, inside or low != high)
+        elif name == "SUBPATTERN":
+            count += _repeats(arg[-1], inside)
+        elif name == "BRANCH":
+            if inside:  # (a|a)+ matches one text in ever more ways
+                raise ValueError("alternatives inside repeats")
+            count += sum(_repeats(branch, inside) for branch in arg[1])
+        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+            raise ValueError("back-references")
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            count += _repeats(arg[1], inside)
+    return count
+
+
 def _safe_pattern(pattern: str) -> str:
-    if _QUANTIFIED_GROUP.search(pattern) or _BACK_REFERENCE.search(pattern):
-        raise ValueError("a field pattern may not repeat a group, e.g. (a+)+, or refer back to "
-                         "one; use character classes with counts, e.g. [0-9]{6}")
-    if len(_UNBOUNDED.findall(pattern)) > 2:
-        raise ValueError("a field pattern may hold at most two unbounded repeats (*, +, {n,})")
     try:
-        re.compile(pattern)
+        parsed = sre_parse.parse(pattern)
+        variable = _repeats(parsed)
     except re.error as exc:
         raise ValueError(f"not a regular expression: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"a field pattern may not use {exc}; a pattern may repeat a group "
+                         f"at most by a fixed count, e.g. [0-9]{{6}}") from None
+    if variable > 2:
+        raise ValueError("a field pattern may hold at most two variable repeats (*, +, ?, {m,n}); "
+                         "more can take very long to match")
     return pattern
 
 
@@ -137,7 +164,8 @@ class FormField(Wire):
         check = _KIND_CHECKS.get(self.kind)
         if check is not None:
             value = check(self, value)
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+        if self.pattern is not None and (len(value) > MAX_PATTERNED
+                                         or not re.fullmatch(self.pattern, value)):
             raise ValueError(f"{self.label}：格式不符 / {self.name} does not match {self.pattern}")
         return value
 

@@ -11,6 +11,9 @@ entry is used.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +21,7 @@ from pydantic import ValidationError
 
 from protocol.catalog import TAG_CATALOG, CatalogEntry, CatalogRecord, entry_digest
 from protocol.codec import decode, decode_unchecked, raw_fields
+from protocol.codes import ENTRY_STATUSES, MATTER_TYPES, TONGBAN_MODES
 from protocol.envelope import Signature, leaf_digest
 from protocol.errors import ProtocolError, Reason, RemoteProtocolError
 from receipts.registry import KeyRegistry
@@ -40,10 +44,51 @@ class CheckedRecord:
     record: bytes  # the canonical record, as received
 
 
-_INDEXED = {"region": str, "code": str, "version": int, "status": str, "name": str,
-            "matter_type": str, "modes": tuple, "effective_from": str}
 #: What the index takes from an entry (searchable text: name, materials, conditions).
-_PARSED = (*_INDEXED, "effective_to", "materials", "conditions")
+_PARSED = ("region", "code", "version", "status", "name", "matter_type", "modes",
+           "effective_from", "effective_to", "materials", "conditions")
+_REGION = re.compile(r"[0-9]{6}([0-9]{3}|[0-9]{6})?")
+_CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._\-]{0,63}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _text(value: Any, longest: int, shortest: int = 0) -> bool:
+    return (isinstance(value, str) and shortest <= len(value) <= longest
+            and (value.isascii() or unicodedata.is_normalized("NFC", value)))
+
+
+def _date(value: Any) -> bool:
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _indexed_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with the fields the index takes (the rest is checked on use)."""
+    version, modes, materials = entry.get("version"), entry.get("modes"), entry.get("materials", ())
+    checks = (
+        ("region", isinstance(entry.get("region"), str) and _REGION.fullmatch(entry["region"])),
+        ("code", isinstance(entry.get("code"), str) and _CODE.fullmatch(entry["code"])
+         and ".." not in entry["code"] and not entry["code"].endswith(".")),
+        ("version", type(version) is int and 1 <= version <= 1_000_000),
+        ("status", entry.get("status") in ENTRY_STATUSES),
+        ("name", _text(entry.get("name"), 200, 1)),
+        ("matter_type", entry.get("matter_type") in MATTER_TYPES),
+        ("modes", isinstance(modes, tuple) and 1 <= len(modes) <= 3 and len(set(modes)) == len(modes)
+         and all(m in TONGBAN_MODES for m in modes)),
+        ("effective_from", _date(entry.get("effective_from"))),
+        ("effective_to", "effective_to" not in entry or (
+            _date(entry["effective_to"]) and entry["effective_to"] >= entry.get("effective_from", ""))),
+        ("materials", isinstance(materials, tuple) and len(materials) <= 200 and all(
+            isinstance(m, dict) and _text(m.get("name"), 200, 1) for m in materials)),
+        ("conditions", _text(entry.get("conditions", ""), 20_000)),
+    )
+    bad = [name for name, ok in checks if not ok]
+    return f"entry fields {', '.join(bad)}" if bad else None
 
 
 def check_record(data: bytes, key: str, registry: KeyRegistry, checker: SignatureChecker,
@@ -58,7 +103,7 @@ def check_record(data: bytes, key: str, registry: KeyRegistry, checker: Signatur
     """
     try:
         fields = raw_fields(data)
-        if set(fields) != {"entry", "sig"}:
+        if list(fields) != ["entry", "sig"]:  # in this order: canonical maps are sorted
             raise RemoteProtocolError(Reason.INVALID_FIELD, "a catalog record is {entry, sig}")
         # Only the fields the index needs are parsed; the rest waits for use.
         parts = raw_fields(fields["entry"])
@@ -66,9 +111,9 @@ def check_record(data: bytes, key: str, registry: KeyRegistry, checker: Signatur
         sig_fields = decode(fields["sig"])
     except ProtocolError as exc:
         raise RemoteProtocolError(exc.reason, exc.detail) from None
-    for name, kind in _INDEXED.items():
-        if not isinstance(entry.get(name), kind) or isinstance(entry.get(name), bool):
-            raise RemoteProtocolError(Reason.INVALID_FIELD, f"entry field {name}")
+    problem = _indexed_problem(entry)
+    if problem is not None:
+        raise RemoteProtocolError(Reason.INVALID_FIELD, problem)
     if key != f"{entry['region']}.{entry['code']}":
         raise RemoteProtocolError(Reason.INVALID_FIELD, f"an entry of {entry['region']}."
                                   f"{entry['code']} published as {key}")

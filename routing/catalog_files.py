@@ -32,11 +32,27 @@ from pydantic import ValidationError
 from protocol import codes
 from protocol.catalog import CatalogEntry, CatalogMaterial, FormField
 
-__all__ = ["FIELD_COLUMNS", "MATERIAL_COLUMNS", "MATTER_COLUMNS", "SHEETS", "CatalogFileError",
-           "Column", "Problem", "catalog_xlsx_bytes", "read_catalog", "read_catalog_csv",
-           "read_catalog_path", "read_catalog_xlsx", "write_catalog_csv", "write_catalog_xlsx"]
+__all__ = [
+    "FIELD_COLUMNS",
+    "MATERIAL_COLUMNS",
+    "MATTER_COLUMNS",
+    "SHEETS",
+    "XLSX_MEDIA_TYPE",
+    "CatalogFileError",
+    "Column",
+    "Problem",
+    "catalog_xlsx_bytes",
+    "csv_text",
+    "read_catalog",
+    "read_catalog_csv",
+    "read_catalog_path",
+    "read_catalog_xlsx",
+    "write_catalog_csv",
+    "write_catalog_xlsx",
+]
 
 SHEETS = ("事项", "材料", "表单字段")
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +94,9 @@ def _int(cell: str) -> int:
 
 
 def _yes_no(cell: str) -> bool:
-    if cell in ("是", "1", "Y", "y", "yes", "true"):
+    if cell.lower() in ("是", "1", "y", "yes", "true"):
         return True
-    if cell in ("否", "0", "N", "n", "no", "false"):
+    if cell.lower() in ("否", "0", "n", "no", "false"):
         return False
     raise ValueError(f"填“是”或“否” / write 是 or 否, not {cell!r}")
 
@@ -245,7 +261,7 @@ def read_catalog_path(path: Path, region: str) -> list[CatalogEntry]:
                                                     f"{file.name} is missing")])
                 sheets[sheet] = ""
                 continue
-            sheets[sheet] = file.read_text(encoding="utf-8-sig")
+            sheets[sheet] = csv_text(file.read_bytes())
         return read_catalog_csv(sheets, region)
     if path.suffix.lower() == ".xlsx":
         if not path.is_file():
@@ -253,6 +269,20 @@ def read_catalog_path(path: Path, region: str) -> list[CatalogEntry]:
         return read_catalog_xlsx(path.read_bytes(), region)
     raise CatalogFileError([Problem("", 0, "", f"应为 .xlsx 文件或含 CSV 的目录 / expected an "
                                     f".xlsx workbook or a folder of CSV files: {path.name}")])
+
+
+def csv_text(data: bytes) -> str:
+    """A CSV file's text: UTF-8 (with or without BOM), or GB 18030, which covers the GBK
+    that Excel on Chinese Windows writes by default."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        raise CatalogFileError([Problem("", 0, "", "CSV 文件应为 UTF-8 或 GBK 编码 / CSV files "
+                                        "must be UTF-8 or GBK")]) from None
 
 
 def read_catalog_csv(texts: dict[str, str], region: str) -> list[CatalogEntry]:
@@ -268,25 +298,61 @@ def read_catalog_xlsx(data: bytes, region: str) -> list[CatalogEntry]:
     return read_catalog(_xlsx_sheets(data), region)
 
 
+#: More rows than any region's catalog has (865 matters, their materials and fields).
+MAX_ROWS = 50_000
+
+
 def _xlsx_sheets(data: bytes) -> dict[str, list[list[str]]]:
     import zipfile
+    from xml.etree.ElementTree import ParseError
 
     from openpyxl import load_workbook
 
+    def broken(exc: Exception) -> CatalogFileError:
+        return CatalogFileError([Problem("", 0, "", f"不是有效的 XLSX 文件 / not a valid XLSX "
+                                         f"workbook: {type(exc).__name__} {exc}"[:300])])
+
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise CatalogFileError([Problem("", 0, "", f"不是有效的 XLSX 文件 / not a valid XLSX "
-                                        f"workbook: {exc}")]) from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, ParseError, TypeError) as exc:
+        raise broken(exc) from None
     sheets: dict[str, list[list[str]]] = {}
-    for sheet in SHEETS:
-        if sheet not in workbook.sheetnames:
-            sheets[sheet] = []
-            continue
-        sheets[sheet] = [["" if v is None else _cell_text(v) for v in row]
-                         for row in workbook[sheet].iter_rows(values_only=True)]
-    workbook.close()
+    try:
+        for sheet in SHEETS:
+            sheets[sheet] = _worksheet_rows(workbook[sheet], sheet) if sheet in workbook.sheetnames else []
+    except CatalogFileError:
+        raise
+    except (KeyError, ValueError, OSError, ParseError, TypeError, zipfile.BadZipFile) as exc:
+        raise broken(exc) from None
+    finally:
+        workbook.close()
     return sheets
+
+
+def _worksheet_rows(worksheet: Any, sheet: str) -> list[list[str]]:
+    """The rows, no wider than the header: a sheet can claim millions of empty cells."""
+    rows = worksheet.iter_rows(values_only=True)
+    header = next(rows, None)
+    if header is None:
+        return []
+    width = len(header)
+    while width and header[width - 1] in (None, ""):
+        width -= 1
+    table = [["" if v is None else _cell_text(v) for v in header[:width]]]
+    blank = 0  # blank rows not yet added: only those before a filled one are kept
+    for line, row in enumerate(worksheet.iter_rows(min_row=2, max_col=max(width, 1),
+                                                   values_only=True), start=2):
+        cells = ["" if v is None else _cell_text(v) for v in row]
+        if not any(cell.strip() for cell in cells):
+            blank += 1
+            continue
+        if line > MAX_ROWS:
+            raise CatalogFileError([Problem(sheet, line, "", f"超过 {MAX_ROWS} 行 / more "
+                                            f"than {MAX_ROWS} rows")])
+        table += [[] for _ in range(blank)]  # keeps every row at its line
+        blank = 0
+        table.append(cells)
+    return table
 
 
 def _cell_text(value: Any) -> str:

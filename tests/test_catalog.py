@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
 
 from config import parse_config
@@ -20,7 +21,9 @@ from node.natsd import EmbeddedNats
 from node.serve import serve
 from protocol import bodies as b
 from protocol import examples as ex
-from protocol.catalog import CatalogEntry, CatalogMaterial, FormField, TimeLimit
+from protocol.catalog import TAG_CATALOG, CatalogEntry, CatalogMaterial, FormField, TimeLimit
+from protocol.codec import Raw, encode
+from protocol.envelope import leaf_digest
 from protocol.fields import credit_check_char
 from receipts import BatchSigner, NodeKeys
 from receipts.catalog import sign_entries
@@ -104,7 +107,7 @@ async def test_a_partners_catalog_is_indexed_and_searchable_in_chinese(circle: t
     base, server = circle
     async with _running(base, server.url, _config(base, H, C, base / "catalog")), \
             _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
         found = window.catalog.search
 
         def codes(query: str, **filters: Any) -> list[str]:
@@ -130,7 +133,7 @@ async def test_versions_stay_resolvable_and_withdrawal_leaves_search(
     base, server = circle
     async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
             _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
         changed = HUKOU.model_copy(update={"version": 2, "conditions": "申请人在本市有合法稳定就业。"})
         assert await handling.catalog.publish([changed, MEDICAL]) == [changed]  # MEDICAL unchanged
         await _until(lambda: window.catalog.search("合法稳定就业") != [])
@@ -154,7 +157,7 @@ async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
     base, server = circle
     async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
             _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
         rogue = NodeKeys.generate(H)  # a key nobody registered for 370100
         forged = HUKOU.model_copy(update={"version": 9, "name": "户口迁移（伪造）"})
         [record] = sign_entries(BatchSigner(rogue.signing, rogue.sign_key_id), [forged])
@@ -228,7 +231,7 @@ async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
     base, server = circle
     async with _running(base, server.url, _config(base, H, C, base / "catalog")), \
             _running(base, server.url, _config(base, C, H, None)) as window, aiohttp.ClientSession() as http:
-        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
         api = window.address  # type: ignore[attr-defined]
 
         async def get(path: str, status: int = 200) -> Any:
@@ -242,7 +245,7 @@ async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
         assert detail["entry"]["name"] == HUKOU.name
         assert detail["entry"]["materials"][1]["deferrable"] is True
         assert detail["versions"] == [{"version": 1, "status": "active"}]
-        assert (await get("/api/catalog/stats"))["latest"] == 2
+        assert (await get("/api/catalog/stats"))["matters"] == 2
         for query, code in (("region=37", "bad_region"), ("mode=fax", "bad_mode"),
                             ("type=99", "bad_type"), ("limit=0", "bad_limit"),
                             ("limit=x", "bad_limit")):
@@ -251,11 +254,19 @@ async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
             assert answer["zh"]
             assert answer["en"]
         assert (await get(f"/api/catalog/{H}/{HUKOU.code}?version=9", 404))["error"] == "no_matter"
-        assert (await get(f"/api/catalog/{H}/{HUKOU.code}?version=v1", 400))["error"] == "bad_version"
+        for version in ("v1", "²", "99999999999999999999", "0"):
+            assert (await get(f"/api/catalog/{H}/{HUKOU.code}?version={version}", 400))[
+                "error"] == "bad_version"
         assert (await get("/api/catalog/export?region=620100", 404))["error"] == "no_catalog"
         async with http.post(api + "/api/catalog", data=b"x",
                              headers={"Content-Type": "text/plain"}) as response:
             assert response.status == 415
+        for body, content_type in ((b"--x\r\nbroken", "multipart/form-data"),
+                                   ("--x\r\nContent-Disposition: form-data; name=\"事项\"\r\n".encode(),
+                                    "multipart/form-data; boundary=x")):
+            async with http.post(api + "/api/catalog", data=body,
+                                 headers={"Content-Type": content_type}) as response:
+                assert response.status == 400, await response.text()
         async with http.post(api + "/api/catalog", data=b"not a workbook", headers={
                 "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
                 ) as response:
@@ -267,7 +278,7 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
     base, server = circle
     async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
             _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
         code, out, _ = await _tongban("catalog", "search", "户口迁移", "--node", window.address)  # type: ignore[attr-defined]
         assert code == 0
         assert HUKOU.name in out
@@ -311,10 +322,10 @@ async def test_a_restarted_node_and_a_restarted_server_lose_nothing(tmp_path: Pa
         async with _running(tmp_path, server.url, _config(tmp_path, H, C, tmp_path / "catalog")) \
                 as handling:
             async with _running(tmp_path, server.url, window_config) as window:
-                await _until(lambda: window.catalog.index.counts()["latest"] == 2)
+                await _until(lambda: window.catalog.index.counts()["matters"] == 2)
             async with _running(tmp_path, server.url, window_config) as window:  # restarted
                 await window.catalog.caught_up.wait()
-                assert window.catalog.index.counts() == {"entries": 2, "latest": 2, "texts": 2,
+                assert window.catalog.index.counts() == {"entries": 2, "matters": 2, "texts": 2,
                                                          "rejected": 0}
                 server.kill()  # and the server: same port, same store, back in a moment
                 await asyncio.sleep(0.5)
@@ -326,3 +337,65 @@ async def test_a_restarted_node_and_a_restarted_server_lose_nothing(tmp_path: Pa
                 assert window.catalog.index.counts()["entries"] == 3
     finally:
         await server.stop()
+
+
+async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
+        circle: tuple[Path, EmbeddedNats]) -> None:
+    """A member's own signature does not make every field sane: each bad entry is ignored
+    and reported, the good ones beside it are indexed, and the node keeps running."""
+    base, server = circle
+    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
+            _running(base, server.url, _config(base, C, H, None)) as window:
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+        signer = handling.postmaster.signer
+        good = entry("0000100003-370100000000-000-A", "出生医学证明补发")
+
+        def forged(code: str, **fields: Any) -> tuple[str, bytes]:
+            data = {**good.model_dump(exclude_none=True), "code": code, **fields}
+            # Each value packed as it is (a float too), the map's keys in order.
+            raw = encode({key: Raw(msgpack.packb(value) if isinstance(value, float) else encode(value))
+                          for key, value in data.items()})
+            [sig] = signer.sign([leaf_digest(TAG_CATALOG, raw)])
+            return f"{H}.{code}", encode({"entry": Raw(raw), "sig": sig.model_dump()})
+
+        await handling.transport.put_catalog([
+            forged("BIG-VERSION", version=2**63 - 1), forged("BAD-DATE", effective_to={"a": 1}),
+            forged("BAD-MODE", modes=("x;proxy",)), forged("BAD-STATUS", status="zzz"),
+            (good.key, sign_entries(signer, [good])[0].canonical_bytes),
+            forged("FLOAT", legal_basis=1.5)])
+        await _until(lambda: window.catalog.search("出生医学证明") != [])
+        reasons = {r["key"].split(".", 1)[1]: r["reason"] for r in window.catalog.index.rejections()}
+        for code, field in (("BIG-VERSION", "version"), ("BAD-DATE", "effective_to"),
+                            ("BAD-MODE", "modes"), ("BAD-STATUS", "status")):
+            assert field in reasons[code], reasons
+        # Found in search only as far as the index checks; opening it reports it.
+        assert window.catalog.entry(H, "FLOAT") is None
+        assert "unusable" in {r["key"]: r["reason"] for r in window.catalog.index.rejections()}[
+            f"{H}.FLOAT"]
+        # The same bad value again only counts up.
+        await handling.transport.put_catalog([forged("BAD-STATUS", status="zzz")])
+        await _until(lambda: any(r["times"] == 2 for r in window.catalog.index.rejections()))
+
+
+async def test_a_version_published_ahead_of_its_date_waits_for_it(
+        circle: tuple[Path, EmbeddedNats]) -> None:
+    base, server = circle
+    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
+            _running(base, server.url, _config(base, C, H, None)) as window:
+        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+        later = HUKOU.model_copy(update={"version": 2, "name": "户口迁移（迁入）2030版",
+                                         "effective_from": "2030-01-01"})
+        await handling.catalog.publish([later])
+        await _until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
+        [hit] = window.catalog.search("迁移")
+        assert hit["version"] == 1  # the version in force today
+        assert window.catalog.entry(H, HUKOU.code) == HUKOU
+        assert window.catalog.search("2030版") == []
+        # An application pinned to the later version before it is in force is refused.
+        application = window.catalog.sample_application(H, window.clock(), "ZZ-TEST-6")
+        early = application.model_copy(update={"matter": b.MatterRef(
+            code=HUKOU.code, version=2, name=later.name)})
+        collected = await window.command(Command(None, "collect", early, peer=H))
+        assert collected.case_id is not None
+        await window.command(Command(collected.case_id, "submit"))
+        await _until(lambda: any("not in force" in r["detail"] for r in handling.store.rejections()))

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``entries`` keeps every version of every entry the node has accepted (a case
 stays pinned to the version it was filled against, even after a newer one or a
-withdrawal); ``latest`` keeps the newest version of each matter, which is what
-search looks at.
+withdrawal); ``versions`` holds what search needs of each, and search shows, of
+each matter, the newest version that has come into force.
 
 Search text (事项名称, material names, 受理条件) is stored once per distinct text
 in ``texts`` with an FTS5 **trigram** index, so any three consecutive characters
@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import migrate, open_database
+from node.store.cases import StoreError, migrate, open_database
 
 __all__ = ["CatalogIndex", "IndexRow"]
 
@@ -47,23 +48,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
             status TEXT NOT NULL, digest BLOB NOT NULL, record BLOB NOT NULL,
             record_sha BLOB NOT NULL, received_at INTEGER NOT NULL,
             PRIMARY KEY (region, code, version))""",
-        """CREATE TABLE latest (
+        # What search needs of every version: the one a clerk sees is the newest that
+        # has come into force (a version published ahead of its date waits for it).
+        """CREATE TABLE versions (
             region TEXT NOT NULL, code TEXT NOT NULL, version INTEGER NOT NULL,
             status TEXT NOT NULL, name TEXT NOT NULL, matter_type TEXT NOT NULL,
             modes TEXT NOT NULL, effective_from TEXT NOT NULL, effective_to TEXT,
-            text_id INTEGER NOT NULL, PRIMARY KEY (region, code))""",
-        "CREATE INDEX current_text ON latest(text_id, region)",
+            text_id INTEGER NOT NULL, PRIMARY KEY (region, code, version))""",
+        "CREATE INDEX versions_text ON versions(text_id, matter_type, region)",
+        *(f"CREATE INDEX versions_{mode} ON versions(text_id, region) "
+          f"WHERE modes LIKE '%;{mode};%'" for mode in MODES),
         "CREATE TABLE texts (id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, body TEXT NOT NULL)",
         "CREATE VIRTUAL TABLE texts_fts USING fts5(body, content='texts', content_rowid='id', "
         "tokenize='trigram')",
         """CREATE TABLE rejected (
-            key TEXT NOT NULL, region TEXT, reason TEXT NOT NULL, at INTEGER NOT NULL)""",
-    ),
-    (  # version 2: filters that exclude most rows must not scan a text's every region
-        "DROP INDEX current_text",  # (text_id, region): the one below serves it too
-        "CREATE INDEX latest_type ON latest(text_id, matter_type, region)",
-        *(f"CREATE INDEX latest_{mode} ON latest(text_id, region) WHERE modes LIKE '%;{mode};%'"
-          for mode in MODES),
+            key TEXT NOT NULL, region TEXT, reason TEXT NOT NULL, at INTEGER NOT NULL,
+            times INTEGER NOT NULL DEFAULT 1, UNIQUE (key, reason))""",
     ),
 ]
 
@@ -124,24 +124,19 @@ class CatalogIndex:
                     [(r.region, r.code, r.version, r.status, r.digest, r.record,
                       hashlib.sha256(r.record).digest(), now) for r in rows])
                 added = conn.total_changes - before
-                # A version seen before (a restart, a redelivery) changes nothing below:
-                # the newer-version condition keeps the row as it is.
                 conn.executemany(
-                    "INSERT INTO latest (region, code, version, status, name, matter_type, "
+                    "INSERT INTO versions (region, code, version, status, name, matter_type, "
                     "modes, effective_from, effective_to, text_id) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(region, code) DO UPDATE SET "
-                    "version = excluded.version, status = excluded.status, "
-                    "name = excluded.name, matter_type = excluded.matter_type, "
-                    "modes = excluded.modes, effective_from = excluded.effective_from, "
-                    "effective_to = excluded.effective_to, text_id = excluded.text_id "
-                    "WHERE excluded.version > latest.version",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(r.region, r.code, r.version, r.status, r.name, r.matter_type,
                       ";" + ";".join(r.modes) + ";", r.effective_from, r.effective_to,
                       self._text_id(conn, r.text)) for r in rows])
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 conn.execute("ROLLBACK")
                 self._text_ids.clear()  # ids handed out in the rolled-back transaction
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"catalog index: {exc}") from exc
                 raise
         return added
 
@@ -161,9 +156,12 @@ class CatalogIndex:
         return text_id
 
     def reject(self, key: str, region: str | None, reason: str, at: int) -> None:
+        """Record a value ignored; the same one again only counts up (redeliveries)."""
         with self._lock:
-            self._writer.execute("INSERT INTO rejected (key, region, reason, at) VALUES (?, ?, ?, ?)",
-                                 (key, region, reason[:500], at))
+            self._writer.execute(
+                "INSERT INTO rejected (key, region, reason, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key, reason) DO UPDATE SET at = excluded.at, times = times + 1",
+                (key, region, reason[:500], at))
 
     # ---------------------------------------------------------------- reads
 
@@ -198,23 +196,33 @@ class CatalogIndex:
             (region, code))]
 
     def has_region(self, region: str) -> bool:
-        return self._reader.execute("SELECT 1 FROM latest WHERE region = ? LIMIT 1",
+        return self._reader.execute("SELECT 1 FROM versions WHERE region = ? LIMIT 1",
                                     (region,)).fetchone() is not None
 
     def records_of(self, region: str) -> list[bytes]:
         """The newest record of each of a region's matters (withdrawn ones included)."""
         return [bytes(r[0]) for r in self._reader.execute(
-            "SELECT e.record FROM latest c JOIN entries e ON e.region = c.region AND "
-            "e.code = c.code AND e.version = c.version WHERE c.region = ? ORDER BY c.code",
+            "SELECT e.record FROM entries e WHERE e.region = ? AND e.version = (SELECT max(n.version) "
+            "FROM entries n WHERE n.region = e.region AND n.code = e.code) ORDER BY e.code",
             (region,))]
+
+    def version_in_force(self, region: str, code: str, today: str) -> int | None:
+        """The newest version that has come into force by ``today``, else the newest."""
+        row = self._reader.execute(
+            "SELECT version FROM versions WHERE region = ? AND code = ? "
+            "ORDER BY effective_from <= ? DESC, version DESC LIMIT 1",
+            (region, code, today)).fetchone()
+        return None if row is None else int(row[0])
 
     def search(self, terms: Sequence[str], *, today: str, regions: Sequence[str] = (),
                mode: str | None = None, matter_type: str | None = None,
                limit: int = 50) -> list[dict[str, Any]]:
         """Matters in force today whose text holds every term, best texts first."""
         filters = ["c.status = 'active'", "c.effective_from <= ?",
-                   "(c.effective_to IS NULL OR c.effective_to >= ?)"]
-        args: list[Any] = [today, today]
+                   "(c.effective_to IS NULL OR c.effective_to >= ?)",
+                   "NOT EXISTS (SELECT 1 FROM versions n WHERE n.region = c.region AND "
+                   "n.code = c.code AND n.version > c.version AND n.effective_from <= ?)"]
+        args: list[Any] = [today, today, today]
         if regions:
             filters.append(f"c.region IN ({','.join('?' * len(regions))})")
             args += list(regions)
@@ -226,7 +234,7 @@ class CatalogIndex:
             filters.append("c.matter_type = ?")
             args.append(matter_type)
         per_text = ("SELECT c.region, c.code, c.version, c.name, c.matter_type, c.modes "
-                    "FROM latest c WHERE c.text_id = ? AND " + " AND ".join(filters) +
+                    "FROM versions c WHERE c.text_id = ? AND " + " AND ".join(filters) +
                     " ORDER BY c.region LIMIT ?")
         results: list[dict[str, Any]] = []
         for text_id in self._matching_texts(terms):
@@ -259,14 +267,15 @@ class CatalogIndex:
 
     def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
         cursor = self._reader.execute(
-            "SELECT key, region, reason, at FROM rejected ORDER BY at DESC LIMIT ?", (limit,))
+            "SELECT key, region, reason, at, times FROM rejected ORDER BY at DESC LIMIT ?", (limit,))
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def counts(self) -> dict[str, int]:
         one = self._reader.execute
         return {"entries": int(one("SELECT count(*) FROM entries").fetchone()[0]),
-                "latest": int(one("SELECT count(*) FROM latest").fetchone()[0]),
+                "matters": int(one("SELECT count(DISTINCT region || '.' || code) FROM versions"
+                                   ).fetchone()[0]),
                 "texts": int(one("SELECT count(*) FROM texts").fetchone()[0]),
                 "rejected": int(one("SELECT count(*) FROM rejected").fetchone()[0])}
 
