@@ -109,7 +109,7 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
         return web.json_response(request.app[node_key].catalog.index.rejections())
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(request.app[node_key].catalog.index.counts())
+        return web.json_response(await asyncio.to_thread(request.app[node_key].catalog.index.counts))
 
     async def upload(request: web.Request) -> web.Response:
         node = request.app[node_key]

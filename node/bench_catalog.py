@@ -163,7 +163,7 @@ async def _measure(base: Path, url: str, codes: list[str], keys: dict[str, NodeK
                 async with http.get(f"{api}/api/catalog/stats") as response:
                     indexed = (await response.json())["entries"]
                 tell(f"new node indexed {indexed:,}/{total:,}", 0.5 + 0.4 * indexed / total)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
             sync_s = time.perf_counter() - started
             tell("searching", 0.9)
             search = await _searches(http, api, codes)

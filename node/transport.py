@@ -375,7 +375,12 @@ class NatsTransport:
         caught_up = False
         while not self._reconnected.is_set():
             try:
-                messages = await sub.fetch(1000, timeout=1.0)
+                # Once caught up, wait for one value: a fetch of many that has one waits
+                # out its whole timeout for more (nats-py); then take what else is there.
+                messages = await sub.fetch(1 if caught_up else 1000, timeout=1.0)
+                if caught_up:
+                    with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                        messages += await sub.fetch(999, timeout=0.003)
             except (nats.errors.TimeoutError, TimeoutError):
                 if not caught_up:  # nothing was there at all
                     caught_up = True

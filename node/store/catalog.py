@@ -26,6 +26,7 @@ own file with ``synchronous=NORMAL``; writes (bulk sync) run on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import sqlite3
@@ -272,10 +273,15 @@ class CatalogIndex:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        one = self._reader.execute
+        """How much is indexed (whole-table counts: for operators, not for a hot path)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as reader:
+            return self._counts(reader)  # a connection of its own: callable from any thread
+
+    def _counts(self, reader: sqlite3.Connection) -> dict[str, int]:
+        one = reader.execute
         return {"entries": int(one("SELECT count(*) FROM entries").fetchone()[0]),
-                "matters": int(one("SELECT count(DISTINCT region || '.' || code) FROM versions"
-                                   ).fetchone()[0]),
+                "matters": int(one("SELECT count(*) FROM (SELECT DISTINCT region, code FROM "
+                                   "versions)").fetchone()[0]),
                 "texts": int(one("SELECT count(*) FROM texts").fetchone()[0]),
                 "rejected": int(one("SELECT count(*) FROM rejected").fetchone()[0])}
 
