@@ -96,9 +96,8 @@ class _Circle:
     def catalog(self, region: str, keys: NodeKeys, version: int = 1,
                 rename: dict[int, str] | None = None) -> list[tuple[str, bytes]]:
         entries = []
-        authority = f"11{region}MB{region[:2]}00" + "0" * (17 - 12 - len(region[:2]) - 2)
-        authority = (authority + "0" * 17)[:17]
-        authority += credit_check_char(authority)
+        first17 = (f"11{region}MB" + "0" * 17)[:17]  # 统一社会信用代码 of the region's authority
+        authority = first17 + credit_check_char(first17)
         for number, matter in enumerate(self.matters):
             code = f"{matter['basic_code']}-{region}000000-000-{authority}-{number:03d}"
             fields = {**matter, "region": region, "code": code, "authority_code": authority,

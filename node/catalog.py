@@ -120,7 +120,7 @@ class Catalog:
     async def follow(self) -> None:
         # A node with nothing indexed yet (a new member) need not look up every value it
         # receives; a value that comes twice is stored once anyway.
-        self._lookups = self.index.counts()["entries"] > 0
+        self._lookups = not self.index.empty()
         try:
             await self.transport.watch_catalog(self._take)
         finally:
@@ -163,7 +163,7 @@ class Catalog:
         if caught_up:
             self._lookups = True  # from now on, values may be ones we hold (a re-watch)
         if caught_up and not self.caught_up.is_set():
-            log.info("catalog index caught up: %s", self.index.counts())
+            log.info("catalog index of %s caught up with the circle", self.region)
             self.caught_up.set()
 
     async def _write(self, rows: list[IndexRow], keys: list[str], now: int) -> None:

@@ -198,6 +198,9 @@ class CatalogIndex:
             "SELECT version, status FROM entries WHERE region = ? AND code = ? ORDER BY version",
             (region, code))]
 
+    def empty(self) -> bool:
+        return self._reader.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
+
     def has_region(self, region: str) -> bool:
         return self._reader.execute("SELECT 1 FROM versions WHERE region = ? LIMIT 1",
                                     (region,)).fetchone() is not None
