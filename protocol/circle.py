@@ -1,0 +1,112 @@
+"""The circle registry (通办圈成员名册): who the members are and which keys are theirs.
+
+The convening region (牵头单位) publishes one ``SignedRegistry``: every member
+region with its official name, node id, signing and encryption public keys (each
+with its validity, so a rotation overlaps), NATS account, status and contact,
+under a ``version`` that only grows. Nodes trust a member's key only as the
+newest registry they have verified lists it; the convener's own signing key is
+the one thing a node is configured with (the trust anchor).
+
+Status: ``joined`` members exchange messages; ``suspended`` and ``revoked`` ones
+may not send anything new from ``status_at`` on, while receipts they signed
+before still verify (receipts.registry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from protocol.envelope import Signature, leaf_digest
+from protocol.fields import KeyId, Millis, Name, Phone, RegionCode, Wire
+
+__all__ = ["TAG_REGISTRY", "CircleRegistry", "Contact", "Member", "MemberKey", "SignedRegistry",
+           "registry_digest"]
+
+TAG_REGISTRY = b"tongban/1 registry\x00"
+
+MemberStatus = Literal["joined", "suspended", "revoked"]
+MEMBER_STATUSES = {"joined": "已加入", "suspended": "已暂停", "revoked": "已撤销"}
+#: An NKey account public key (decentralized JWT): "A" and 55 base32 characters.
+NatsAccount = Annotated[str, StringConstraints(pattern=r"^A[A-Z2-7]{55}$")]
+NodeId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")]
+
+
+class MemberKey(Wire):
+    key: KeyId
+    public: Annotated[bytes, Field(min_length=32, max_length=32)]
+    valid_from: Millis
+    valid_until: Millis | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise ValueError(f"key {self.key}: valid_until is not after valid_from")
+        algorithm = self.key.split(":", 1)[0]
+        if self.key != f"{algorithm}:{hashlib.sha256(self.public).digest()[:8].hex()}":
+            raise ValueError(f"key id {self.key} does not name this public key (docs/protocol.md §4.7)")
+        return self
+
+
+class Contact(Wire):
+    name: Name  # 联系人
+    phone: Phone | None = None
+    email: Email | None = None
+
+
+class Member(Wire):
+    region: RegionCode  # GB/T 2260
+    name: Name  # official name of the region (行政区划名称)
+    node_id: NodeId
+    sign_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=4)
+    encrypt_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=4)
+    nats_account: NatsAccount | None = None
+    status: MemberStatus = "joined"
+    status_at: Millis  # when the status took effect
+    contact: Contact
+
+    @model_validator(mode="after")
+    def _keys(self) -> Self:
+        for purpose, keys, prefix in (("signing", self.sign_keys, "ed25519:"),
+                                      ("encryption", self.encrypt_keys, "x25519:")):
+            if any(not k.key.startswith(prefix) for k in keys):
+                raise ValueError(f"{self.region}: a {purpose} key must be {prefix}…")
+            if len({k.key for k in keys}) != len(keys):
+                raise ValueError(f"{self.region}: a {purpose} key is listed twice")
+        return self
+
+
+class CircleRegistry(Wire):
+    circle: NodeId  # the circle's id, e.g. "huanghe-2026"
+    convener: RegionCode  # 牵头单位
+    version: int = Field(ge=1)
+    issued_at: Millis
+    members: tuple[Member, ...] = Field(min_length=1, max_length=5000)
+
+    @model_validator(mode="after")
+    def _members(self) -> Self:
+        regions = [m.region for m in self.members]
+        if len(set(regions)) != len(regions):
+            raise ValueError("a region is listed twice")
+        if list(regions) != sorted(regions):
+            raise ValueError("members are listed in order of their region codes")
+        if self.convener not in regions:
+            raise ValueError(f"the convener {self.convener} is not a member")
+        return self
+
+    def member(self, region: str) -> Member | None:
+        return next((m for m in self.members if m.region == region), None)
+
+
+def registry_digest(registry: CircleRegistry) -> bytes:
+    return leaf_digest(TAG_REGISTRY, registry.canonical_bytes)
+
+
+class SignedRegistry(Wire):
+    """The registry as published (the circle's registry bucket), signed by the convener."""
+
+    registry: CircleRegistry
+    sig: Signature

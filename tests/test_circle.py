@@ -1,0 +1,132 @@
+"""The circle registry: signed by the convener, checked before any member key is trusted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from loopback import T0
+from pydantic import ValidationError
+
+from protocol import Reason, RemoteProtocolError
+from protocol import examples as ex
+from protocol.circle import CircleRegistry, Contact, Member, MemberKey, SignedRegistry
+from protocol.envelope import TAG_RECEIPT, leaf_digest
+from receipts import BatchSigner, KeyRegistry, NodeKeys
+from receipts.circle import check_registry, key_records, sign_registry
+
+CONVENER, H, C = "370100", "410100", "510100"
+KEYS = {region: NodeKeys.generate(region) for region in (CONVENER, H, C)}
+DAY = ex.DAY
+
+
+def member(region: str, **extra: Any) -> Member:
+    keys = KEYS[region]
+    return Member.model_validate({
+        "region": region, "name": {"370100": "济南市", "410100": "郑州市", "510100": "成都市"}[region],
+        "node_id": f"tb-{region}", "status_at": T0 - 30 * DAY,
+        "sign_keys": (MemberKey(key=keys.sign_key_id, public=keys.sign_public, valid_from=T0 - 30 * DAY),),
+        "encrypt_keys": (MemberKey(key=keys.encrypt_key_id, public=keys.encrypt_public,
+                                   valid_from=T0 - 30 * DAY),),
+        "contact": Contact(name="运维值班", phone="0531-12345678"), **extra})
+
+
+def registry(version: int = 1, **members: Member) -> CircleRegistry:
+    listed = {r: member(r) for r in (CONVENER, H, C)} | members
+    return CircleRegistry(circle="huanghe-2026", convener=CONVENER, version=version, issued_at=T0,
+                          members=tuple(listed[r] for r in sorted(listed)))
+
+
+def signed(reg: CircleRegistry, by: str = CONVENER) -> SignedRegistry:
+    return sign_registry(BatchSigner(KEYS[by].signing, KEYS[by].sign_key_id), reg)
+
+
+ANCHOR = KeyRegistry()
+ANCHOR.add_node(KEYS[CONVENER], valid_from=T0 - 365 * DAY)
+
+
+def _reason(call: Any) -> Reason:
+    with pytest.raises(RemoteProtocolError) as caught:
+        call()
+    return caught.value.reason
+
+
+def test_a_registry_signed_by_the_convener_is_trusted_and_fills_the_key_registry() -> None:
+    checked = check_registry(signed(registry()), ANCHOR, circle="huanghe-2026", now=T0)
+    keys = KeyRegistry(key_records(checked.members))
+    assert len(keys) == 6
+    # A member's signature now verifies against what the registry says.
+    signer = BatchSigner(KEYS[H].signing, KEYS[H].sign_key_id)
+    leaf = leaf_digest(TAG_RECEIPT, b"a receipt")
+    [sig] = signer.sign([leaf])
+    public = keys.signing_key(sig.key, H, T0, now=T0)
+    assert public.public_bytes_raw() == KEYS[H].sign_public
+    assert keys.encryption_key(C, T0)[0] == KEYS[C].encrypt_key_id
+
+
+def test_a_registry_anyone_else_signed_or_changed_is_refused() -> None:
+    assert _reason(lambda: check_registry(signed(registry(), by=H), ANCHOR, circle="huanghe-2026",
+                                          now=T0)) == Reason.UNKNOWN_KEY
+    good = signed(registry())
+    rogue = NodeKeys.generate(H)
+    tampered = good.model_copy(update={"registry": registry(**{H: member(H).model_copy(update={
+        "sign_keys": (MemberKey(key=rogue.sign_key_id, public=rogue.sign_public,
+                                valid_from=T0 - DAY),)})})})
+    assert _reason(lambda: check_registry(tampered, ANCHOR, circle="huanghe-2026",
+                                          now=T0)) == Reason.BAD_SIGNATURE
+    assert _reason(lambda: check_registry(good, ANCHOR, circle="chuanyu", now=T0)) == \
+        Reason.INVALID_FIELD
+    held = registry(version=3)
+    assert _reason(lambda: check_registry(signed(registry(version=3)), ANCHOR, circle="huanghe-2026",
+                                          now=T0, held=held)) == Reason.INVALID_FIELD
+    assert check_registry(signed(registry(version=4)), ANCHOR, circle="huanghe-2026", now=T0,
+                          held=held).version == 4
+
+
+def test_suspension_stops_new_messages_while_earlier_receipts_still_verify() -> None:
+    suspended_at = T0 - DAY
+    reg = registry(**{H: member(H, status="suspended", status_at=suspended_at)})
+    keys = KeyRegistry(key_records(check_registry(signed(reg), ANCHOR, circle="huanghe-2026",
+                                                  now=T0).members))
+    key = KEYS[H].sign_key_id
+    assert keys.signing_key(key, H, suspended_at - DAY)  # a receipt made before: verifies
+    assert _reason(lambda: keys.signing_key(key, H, suspended_at - DAY, now=T0)) == \
+        Reason.KEY_NOT_VALID  # a message arriving now: refused, whatever time it claims
+    with pytest.raises(Exception, match=f"no usable encryption key of {H}"):
+        keys.encryption_key(H, T0)  # and nothing new is sent to it
+
+
+def test_a_rotation_overlaps_the_old_and_the_new_key() -> None:
+    new = NodeKeys.generate(H)
+    rotated = member(H, sign_keys=(
+        MemberKey(key=KEYS[H].sign_key_id, public=KEYS[H].sign_public, valid_from=T0 - 30 * DAY,
+                  valid_until=T0 + 7 * DAY),
+        MemberKey(key=new.sign_key_id, public=new.sign_public, valid_from=T0)))
+    keys = KeyRegistry(key_records(registry(**{H: rotated}).members))
+    assert keys.signing_key(KEYS[H].sign_key_id, H, T0 + DAY, now=T0 + DAY)  # both in the overlap
+    assert keys.signing_key(new.sign_key_id, H, T0 + DAY, now=T0 + DAY)
+    assert _reason(lambda: keys.signing_key(KEYS[H].sign_key_id, H, T0 + 8 * DAY,
+                                            now=T0 + 8 * DAY)) == Reason.KEY_NOT_VALID
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r.model_copy(update={"members": (*r.members, r.members[0])}), "listed twice"),
+    (lambda r: r.model_copy(update={"members": tuple(reversed(r.members))}), "in order"),
+    (lambda r: r.model_copy(update={"convener": "620100"}), "not a member"),
+])
+def test_a_malformed_registry_is_refused(change: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CircleRegistry.model_validate(change(registry()).model_dump())
+
+
+def test_member_keys_are_checked() -> None:
+    keys = KEYS[H]
+    with pytest.raises(ValidationError, match="must be ed25519"):
+        member(H, sign_keys=(MemberKey(key=keys.encrypt_key_id, public=keys.encrypt_public,
+                                       valid_from=T0),))
+    with pytest.raises(ValidationError, match="not after valid_from"):
+        MemberKey(key=keys.sign_key_id, public=keys.sign_public, valid_from=T0, valid_until=T0)
+    with pytest.raises(ValidationError, match="does not name this public key"):
+        MemberKey(key=keys.sign_key_id, public=bytes(32), valid_from=T0)
+    with pytest.raises(ValidationError, match="nats_account"):
+        member(H, nats_account="not-an-account")
