@@ -76,8 +76,9 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-_PATH_KEYS = {("data_dir",), ("keys_dir",), ("catalog",), ("nats", "credentials"), ("nats", "tls", "ca"),
-              ("nats", "tls", "cert"), ("nats", "tls", "key")}
+_PATH_KEYS = {("data_dir",), ("keys_dir",), ("catalog",), ("circle", "anchor"),
+              ("nats", "credentials"), ("nats", "tls", "ca"), ("nats", "tls", "cert"),
+              ("nats", "tls", "key")}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

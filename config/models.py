@@ -112,6 +112,16 @@ class PeerConfig(_Section):
     public: Path  # its public.json from 'tongban keys new'
 
 
+class CircleConfig(_Section):
+    """The circle this node belongs to. Its member registry, signed by the convening
+    region (牵头单位), says whose keys to trust; the convener's public key is the one
+    key configured by hand."""
+
+    id: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")  # e.g. huanghe-2026
+    convener: RegionCode
+    anchor: Path  # the convener's public.json
+
+
 class Limits(_Section):
     max_message_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
     max_material_bytes: int = Field(default=512 << 20, ge=1 << 20, le=8 << 30)
@@ -146,6 +156,8 @@ class NodeConfig(_Section):
     retry: RetryPolicy = RetryPolicy()
     limits: Limits = Limits()
     peers: list[PeerConfig] = []
+    #: With a circle, member keys come from its signed registry only (``peers`` is ignored).
+    circle: CircleConfig | None = None
 
     @property
     def key_path(self) -> Path:

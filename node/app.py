@@ -38,6 +38,7 @@ from typing import Any
 from config import ConfigError
 from config.models import NodeConfig
 from node.catalog import Catalog
+from node.circle import Circle
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, Result
 from node.materials import MaterialShelf
@@ -78,15 +79,19 @@ class Node:
         self.keys = NodeKeys.load(config.key_path, config.region)
         self.registry = KeyRegistry()
         self.registry.add_node(self.keys, valid_from=0)
-        for peer in config.peers:
-            for record in _peer_keys(peer.region, peer.public):
-                self.registry.add(record)
-        self.store = Store(config.data_dir / "node.db")
+        if config.circle is None:  # partners' keys as configured, until a circle is
+            for peer in config.peers:
+                for record in _peer_keys(peer.region, peer.public):
+                    self.registry.add(record)
         self.postmaster = Postmaster(self.keys, self.registry)
         self.transport: Transport = transport or NatsTransport(
             config.region, urls or list(config.nats.urls), config.nats,
             max_message_bytes=config.limits.max_message_bytes,
             max_inflight=config.limits.outbox_inflight, ack_wait_s=config.limits.ack_wait_s)
+        self.circle = None if config.circle is None else Circle(  # checks the anchor first
+            config.circle, self.keys, self.registry, self.transport, clock,
+            config.data_dir / "circle-registry.bin")
+        self.store = Store(config.data_dir / "node.db")
         self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
                                self.transport, self.postmaster, clock)
         self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
@@ -131,8 +136,11 @@ class Node:
                     await self.catalog.publish(entries)
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
-                    for worker in (self._fetcher, self._processor, self._relay, self._timers,
-                                   self._material_transfers, self.catalog.follow):
+                    workers = [self._fetcher, self._processor, self._relay, self._timers,
+                               self._material_transfers, self.catalog.follow]
+                    if self.circle is not None:
+                        workers.append(self.circle.follow)
+                    for worker in workers:
                         self._tasks_create(worker(), name=f"{self.region}-{worker.__name__}")
                     self._resume_forwarding()
                     if self.config.auto_review:

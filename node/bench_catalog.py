@@ -39,7 +39,7 @@ from node import loop
 from node.bench_e2e import _rss_mb
 from node.children import die_with_parent
 from node.natsd import EmbeddedNats
-from node.transport import NatsTransport
+from node.transport import CATALOG_BUCKET, NatsTransport
 from protocol.catalog import TAG_CATALOG, CatalogEntry
 from protocol.codec import Raw, encode
 from protocol.envelope import leaf_digest
@@ -129,7 +129,7 @@ async def _run(base: Path, regions: int, matters: int, updates: int,
         try:
             started = time.perf_counter()
             for number, code in enumerate(codes):
-                await publisher.put_catalog(circle.catalog(code, keys[code]))
+                await publisher.put_values(CATALOG_BUCKET, circle.catalog(code, keys[code]))
                 tell(f"publishing {number + 1}/{regions} catalogs", 0.5 * (number + 1) / regions)
             publish_s = time.perf_counter() - started
             result = await _measure(base, server.url, codes, keys, circle, publisher, regions * matters,
@@ -217,7 +217,7 @@ async def _updates(http: aiohttp.ClientSession, api: str, codes: list[str],
         token = f"更新测试{number:04d}号"
         records = circle.catalog(region, keys[region], version=2, rename={number: token})
         start = time.perf_counter()
-        await publisher.put_catalog([records[number]])
+        await publisher.put_values(CATALOG_BUCKET, [records[number]])
         while True:
             async with http.get(f"{api}/api/catalog/search", params={"q": token}) as response:
                 if (await response.json())["results"]:

@@ -31,7 +31,7 @@ from typing import Any
 from node.engine import MatterPolicy
 from node.store import StoreError
 from node.store.catalog import CatalogIndex, IndexRow
-from node.transport import CatalogUpdate, Transport
+from node.transport import CATALOG_BUCKET, CatalogUpdate, Transport
 from protocol import bodies as b
 from protocol import examples as ex
 from protocol.catalog import CatalogEntry, CatalogRecord, FormField, entry_digest
@@ -110,7 +110,7 @@ class Catalog:
         records = sign_entries(self.postmaster.signer, fresh)
         # Into the bucket first: if that fails nothing is indexed, and trying again
         # publishes the same entries (indexed first, a retry would find them known).
-        await self.transport.put_catalog([(r.entry.key, r.canonical_bytes) for r in records])
+        await self.transport.put_values(CATALOG_BUCKET, [(r.entry.key, r.canonical_bytes) for r in records])
         await self.index.add([_row(_checked(record)) for record in records], self.clock())
         log.info("published %d catalog entries of %s", len(records), self.region)
         return fresh
@@ -122,7 +122,7 @@ class Catalog:
         # receives; a value that comes twice is stored once anyway.
         self._lookups = not self.index.empty()
         try:
-            await self.transport.watch_catalog(self._take)
+            await self.transport.watch_bucket(CATALOG_BUCKET, self._take)
         finally:
             if self._writing is not None:  # a stopping node finishes its last write
                 await asyncio.shield(self._writing)

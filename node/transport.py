@@ -50,7 +50,7 @@ from nats.js.api import (
 
 from config.models import NatsConfig
 
-__all__ = ["CATALOG_BUCKET", "CatalogUpdate", "Inbound", "NatsTransport", "Transport",
+__all__ = ["CATALOG_BUCKET", "CIRCLE_BUCKET", "CatalogUpdate", "Inbound", "NatsTransport", "Transport",
            "inbox_stream"]
 
 log = logging.getLogger("tongban.transport")
@@ -65,6 +65,8 @@ def materials_bucket(region: str) -> str:
 
 
 CATALOG_BUCKET = "TB_CATALOG"
+#: The circle's signed member registry, under the key ``registry``.
+CIRCLE_BUCKET = "TB_CIRCLE"
 
 #: A change in the catalog bucket: (key, value), value ``None`` for a deletion.
 CatalogUpdate = tuple[str, bytes | None]
@@ -91,9 +93,9 @@ class Transport(Protocol):
 
     async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
     async def get_material(self, name: str, path: Path) -> None: ...
-    async def put_catalog(self, items: Sequence[CatalogUpdate]) -> None: ...
-    async def watch_catalog(
-        self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
+    async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None: ...
+    async def watch_bucket(
+        self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
 
 
 class _NatsInbound:
@@ -311,36 +313,37 @@ class NatsTransport:
 
     # ---------------------------------------------------------------- catalog
 
-    async def _catalog(self) -> Any:
+    async def _bucket(self, bucket: str) -> Any:
         try:
-            return await self._js.key_value(CATALOG_BUCKET)
+            return await self._js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):  # made meanwhile
                 await self._js.create_key_value(config=KeyValueConfig(
-                    bucket=CATALOG_BUCKET, history=10, storage=StorageType.FILE,
+                    bucket=bucket, history=10, storage=StorageType.FILE,
                     max_value_size=self.max_message_bytes,
-                    description="tongban matter catalogs (signed entries)"))
-            return await self._js.key_value(CATALOG_BUCKET)
+                    description=f"tongban {bucket} (signed values)"))
+            return await self._js.key_value(bucket)
 
-    async def put_catalog(self, items: Sequence[CatalogUpdate]) -> None:
-        """Put ``(key, value)`` items in the catalog bucket, many in flight at once (a KV
-        put is a JetStream publish to ``$KV.<bucket>.<key>``); ``ConnectionError`` unless
-        every one was stored."""
+    async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None:
+        """Put ``(key, value)`` items in a KV bucket, many in flight at once (a KV put is a
+        JetStream publish to ``$KV.<bucket>.<key>``); ``ConnectionError`` unless every one
+        was stored."""
         try:
-            await self._catalog()  # the bucket exists
+            await self._bucket(bucket)  # the bucket exists
         except (nats.errors.Error, TimeoutError) as exc:
-            raise ConnectionError(f"catalog bucket: {exc}") from exc
+            raise ConnectionError(f"bucket {bucket}: {exc}") from exc
         for start in range(0, len(items), self.max_inflight):
             chunk = items[start:start + self.max_inflight]
             acked = await self.publish(
-                [(f"catalog-{key}-{start + i}", f"$KV.{CATALOG_BUCKET}.{key}", value or b"")
+                [(f"kv-{key}-{start + i}", f"$KV.{bucket}.{key}", value or b"")
                  for i, (key, value) in enumerate(chunk)], timeout=10.0, dedup=False)
             if len(acked) < len(chunk):
-                raise ConnectionError(f"{len(chunk) - len(acked)} catalog entries were not stored")
+                raise ConnectionError(f"{len(chunk) - len(acked)} values were not stored in {bucket}")
 
-    async def watch_catalog(
-            self, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
-        """Call ``handle(updates, caught_up)`` with every value of the catalog bucket, in
+    async def watch_bucket(
+            self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]
+    ) -> None:
+        """Call ``handle(updates, caught_up)`` with every value of a KV bucket, in
         batches, then with each change; forever. ``caught_up`` is True once the values
         present at the start have all been handed over.
 
@@ -353,25 +356,25 @@ class NatsTransport:
         while True:
             self._reconnected.clear()
             try:
-                await self._catalog()
+                await self._bucket(bucket)
                 sub = await self._js.pull_subscribe(
-                    f"$KV.{CATALOG_BUCKET}.>", stream=f"KV_{CATALOG_BUCKET}",
+                    f"$KV.{bucket}.>", stream=f"KV_{bucket}",
                     config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,  # the kept history too
                                           ack_policy=AckPolicy.NONE, inactive_threshold=300.0))
             except (nats.errors.Error, TimeoutError) as exc:
-                log.warning("cannot follow the catalog bucket yet: %s", exc)
+                log.warning("cannot follow bucket %s yet: %s", bucket, exc)
                 await asyncio.sleep(1.0)
                 continue
             try:
-                await self._follow(sub, handle)
+                await self._follow(sub, bucket, handle)
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            log.info("catalog watch starts again after a reconnect")
+            log.info("watch of %s starts again after a reconnect", bucket)
 
-    async def _follow(self, sub: Any,
+    async def _follow(self, sub: Any, bucket: str,
                       handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
-        prefix = f"$KV.{CATALOG_BUCKET}."
+        prefix = f"$KV.{bucket}."
         caught_up = False
         while not self._reconnected.is_set():
             try:
@@ -388,7 +391,7 @@ class NatsTransport:
                 continue
             except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError,
                     nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
-                log.warning("catalog consumer lost (%s); making it again", exc)
+                log.warning("consumer of %s lost (%s); making it again", bucket, exc)
                 return
             batch: list[CatalogUpdate] = []
             for message in messages:

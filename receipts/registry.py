@@ -93,6 +93,13 @@ class KeyRegistry:
         self.add(KeyRecord(keys.encrypt_key_id, keys.region, "encrypt", keys.encrypt_public,
                            valid_from, valid_until))
 
+    def replace(self, records: Iterable[KeyRecord]) -> None:
+        """Trust exactly these records from now on (a new circle registry)."""
+        self._records = {}
+        self._sign_cache = {}
+        for record in records:
+            self.add(record)
+
     def revoke(self, key: str, at: int) -> None:
         self.add(dataclasses.replace(self.record(key), revoked_at=at))
 

@@ -19,6 +19,7 @@ from node.catalog import CatalogConflict
 from node.engine import Command
 from node.natsd import EmbeddedNats
 from node.serve import serve
+from node.transport import CATALOG_BUCKET
 from protocol import bodies as b
 from protocol import examples as ex
 from protocol.catalog import TAG_CATALOG, CatalogEntry, CatalogMaterial, FormField, TimeLimit
@@ -161,11 +162,11 @@ async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
         rogue = NodeKeys.generate(H)  # a key nobody registered for 370100
         forged = HUKOU.model_copy(update={"version": 9, "name": "户口迁移（伪造）"})
         [record] = sign_entries(BatchSigner(rogue.signing, rogue.sign_key_id), [forged])
-        await handling.transport.put_catalog([(forged.key, record.canonical_bytes)])
+        await handling.transport.put_values(CATALOG_BUCKET, [(forged.key, record.canonical_bytes)])
         # A genuine record of 370100, published under another matter's key.
         [moved] = sign_entries(handling.postmaster.signer, [MEDICAL])
-        await handling.transport.put_catalog([(HUKOU.key, moved.canonical_bytes)])
-        await handling.transport.put_catalog([(f"{H}.not-canonical", b"\xc1")])
+        await handling.transport.put_values(CATALOG_BUCKET, [(HUKOU.key, moved.canonical_bytes)])
+        await handling.transport.put_values(CATALOG_BUCKET, [(f"{H}.not-canonical", b"\xc1")])
         await _until(lambda: window.catalog.index.counts()["rejected"] >= 3)
         reasons = {r["reason"].split(":")[0] for r in window.catalog.index.rejections()}
         assert reasons == {"unknown_key", "invalid_field", "malformed"}
@@ -358,7 +359,7 @@ async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
             [sig] = signer.sign([leaf_digest(TAG_CATALOG, raw)])
             return f"{H}.{code}", encode({"entry": Raw(raw), "sig": sig.model_dump()})
 
-        await handling.transport.put_catalog([
+        await handling.transport.put_values(CATALOG_BUCKET, [
             forged("BIG-VERSION", version=2**63 - 1), forged("BAD-DATE", effective_to={"a": 1}),
             forged("BAD-MODE", modes=("x;proxy",)), forged("BAD-STATUS", status="zzz"),
             (good.key, sign_entries(signer, [good])[0].canonical_bytes),
@@ -373,7 +374,7 @@ async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
         assert "unusable" in {r["key"]: r["reason"] for r in window.catalog.index.rejections()}[
             f"{H}.FLOAT"]
         # The same bad value again only counts up.
-        await handling.transport.put_catalog([forged("BAD-STATUS", status="zzz")])
+        await handling.transport.put_values(CATALOG_BUCKET, [forged("BAD-STATUS", status="zzz")])
         await _until(lambda: any(r["times"] == 2 for r in window.catalog.index.rejections()))
 
 

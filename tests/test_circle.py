@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from loopback import T0
 from pydantic import ValidationError
 
+from config import ConfigError, parse_config
+from node.app import Node, wall_clock_ms
+from node.natsd import EmbeddedNats
+from node.transport import CIRCLE_BUCKET
 from protocol import Reason, RemoteProtocolError
 from protocol import examples as ex
 from protocol.circle import CircleRegistry, Contact, Member, MemberKey, SignedRegistry
@@ -130,3 +136,64 @@ def test_member_keys_are_checked() -> None:
         MemberKey(key=keys.sign_key_id, public=bytes(32), valid_from=T0)
     with pytest.raises(ValidationError, match="nats_account"):
         member(H, nats_account="not-an-account")
+
+
+async def test_a_node_adopts_newer_registries_live_and_keeps_the_last_one(tmp_path: Path) -> None:
+    KEYS[CONVENER].save(tmp_path / "convener", valid_from=T0 - 365 * DAY)
+    KEYS[C].save(tmp_path / C / "keys", valid_from=0)
+    config = parse_config({
+        "region": C, "name": "成都市", "data_dir": str(tmp_path / C), "http": {"port": 0},
+        "circle": {"id": "huanghe-2026", "convener": CONVENER,
+                   "anchor": str(tmp_path / "convener" / "public.json")},
+        "peers": [{"region": H, "name": "郑州市",  # ignored: the circle decides
+                   "public": str(tmp_path / "convener" / "public.json")}]}, base=tmp_path, environ={})
+    now = wall_clock_ms()
+    async with EmbeddedNats(tmp_path / "nats") as server:
+        stop = asyncio.Event()
+        node = Node(config, urls=[server.url])
+        assert {r.region for r in node.registry.records()} == {C}  # only itself, until a registry
+        running = asyncio.create_task(node.run(stop))
+        await node.ready.wait()
+        assert node.circle is not None
+        await node.circle.publish(signed(registry(version=1)).canonical_bytes)
+        await _until(lambda: node.circle is not None and node.circle.current is not None)
+        assert node.registry.signing_key(KEYS[H].sign_key_id, H, now, now=now)
+        suspended = registry(version=2, **{H: member(H, status="suspended", status_at=now - 1000)})
+        await node.circle.publish(signed(suspended).canonical_bytes)
+        await _until(lambda: node.circle is not None and node.circle.current is not None
+                     and node.circle.current.version == 2)
+        assert _reason(lambda: node.registry.signing_key(KEYS[H].sign_key_id, H, now, now=now)) == \
+            Reason.KEY_NOT_VALID
+        with pytest.raises(RemoteProtocolError):  # not the convener's signature: not even sent
+            await node.circle.publish(signed(registry(version=3), by=H).canonical_bytes)
+        forged = signed(registry(version=3), by=H).canonical_bytes
+        await node.transport.put_values(CIRCLE_BUCKET, [("registry", forged)])
+        await _until(lambda: node.circle is not None and node.circle.refused != [])
+        assert node.circle.current is not None
+        assert node.circle.current.version == 2
+        stop.set()
+        await running
+    restarted = Node(config, urls=["nats://127.0.0.1:1"])  # no server: the saved registry
+    assert restarted.circle is not None
+    assert restarted.circle.current is not None
+    assert restarted.circle.current.version == 2
+    assert {r.region for r in restarted.registry.records()} == {CONVENER, H, C}
+    await restarted.store.close()
+    restarted.catalog.index.close()
+
+
+def test_a_missing_anchor_is_a_clear_configuration_error(tmp_path: Path) -> None:
+    KEYS[C].save(tmp_path / C / "keys", valid_from=0)
+    config = parse_config({
+        "region": C, "name": "成都市", "data_dir": str(tmp_path / C),
+        "circle": {"id": "huanghe-2026", "convener": CONVENER, "anchor": "nowhere.json"}},
+        base=tmp_path, environ={})
+    with pytest.raises(ConfigError, match=r"circle\.anchor"):
+        Node(config)
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
