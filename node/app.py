@@ -94,6 +94,8 @@ class Node:
         self.store = Store(config.data_dir / "node.db")
         self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
                                self.transport, self.postmaster, clock)
+        if self.circle is not None:  # entries refused for an unknown key may be good now
+            self.circle.observers.append(lambda registry: self.transport.rewatch())
         self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
                              calendar=calendar or ChinaCalendar(fallback=True),
                              policy=self.catalog.policy)

@@ -31,6 +31,7 @@ from receipts import KeyRecord, KeyRegistry, NodeKeys
 from receipts.circle import check_registry, key_records
 from receipts.errors import KeyFileError
 from receipts.registry import records_from_public_json
+from routing.regions import unofficial_names
 
 __all__ = ["Circle"]
 
@@ -56,6 +57,8 @@ class Circle:
                               f"the convener's public.json: {exc}") from exc
         self.current: CircleRegistry | None = None
         self.refused: list[str] = []
+        #: Called after a newer registry was adopted (the catalog checks again what it refused).
+        self.observers: list[Callable[[CircleRegistry], None]] = []
         self.keys.replace(self._with_own([]))
         if saved.exists():
             try:
@@ -72,8 +75,12 @@ class Circle:
         await self.transport.watch_bucket(CIRCLE_BUCKET, self._take)
 
     async def publish(self, data: bytes) -> CircleRegistry:
-        """Check a signed registry as every node will, then put it in the bucket."""
+        """Check a signed registry as every node will, and its members' official names
+        (GB/T 2260), then put it in the bucket."""
         registry = self._check(data)
+        problems = unofficial_names({m.region: m.name for m in registry.members})
+        if problems:
+            raise ValueError("名册未发布 / the registry was not published: " + "; ".join(problems))
         await self.transport.put_values(CIRCLE_BUCKET, [(REGISTRY_KEY, data)])
         return registry
 
@@ -108,6 +115,8 @@ class Circle:
             partial.replace(self.saved)
         log.info("circle %s registry version %d adopted: %d members", registry.circle,
                  registry.version, len(registry.members))
+        for observer in self.observers:
+            observer(registry)
 
     def _with_own(self, records: list[KeyRecord]) -> list[KeyRecord]:
         """Our own keys are always known to us, listed or not (before we have joined)."""

@@ -94,6 +94,7 @@ class Transport(Protocol):
     async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
     async def get_material(self, name: str, path: Path) -> None: ...
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None: ...
+    def rewatch(self) -> None: ...
     async def watch_bucket(
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
 
@@ -133,8 +134,9 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._ensure_lock = asyncio.Lock()
-        self._reconnects = 0
-        self._reconnected = asyncio.Event()
+        #: Counts reconnects and ``rewatch`` calls: each bucket watch starts again when it
+        #: sees a number other than the one it started with.
+        self._watch_round = 0
         self.published = 0
         self.fetched = 0
 
@@ -324,6 +326,11 @@ class NatsTransport:
                     description=f"tongban {bucket} (signed values)"))
             return await self._js.key_value(bucket)
 
+    def rewatch(self) -> None:
+        """Start the bucket watches again from the values the buckets hold (their handlers
+        look again at what they refused, e.g. after the circle's keys changed)."""
+        self._watch_round += 1
+
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None:
         """Put ``(key, value)`` items in a KV bucket, many in flight at once (a KV put is a
         JetStream publish to ``$KV.<bucket>.<key>``); ``ConnectionError`` unless every one
@@ -354,7 +361,7 @@ class NatsTransport:
         by our own fetches. After a reconnect it is made again, from the current
         values (the handler drops what it knows)."""
         while True:
-            self._reconnected.clear()
+            started = self._watch_round
             try:
                 await self._bucket(bucket)
                 sub = await self._js.pull_subscribe(
@@ -366,17 +373,18 @@ class NatsTransport:
                 await asyncio.sleep(1.0)
                 continue
             try:
-                await self._follow(sub, bucket, handle)
+                await self._follow(sub, bucket, handle, started)
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            log.info("watch of %s starts again after a reconnect", bucket)
+            log.info("watch of %s starts again", bucket)
 
     async def _follow(self, sub: Any, bucket: str,
-                      handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None:
+                      handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]],
+                      started: int) -> None:
         prefix = f"$KV.{bucket}."
         caught_up = False
-        while not self._reconnected.is_set():
+        while self._watch_round == started:
             try:
                 # Once caught up, wait for one value: a fetch of many that has one waits
                 # out its whole timeout for more (nats-py); then take what else is there.
@@ -412,8 +420,7 @@ class NatsTransport:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
-        self._reconnects += 1
-        self._reconnected.set()
+        self._watch_round += 1
         log.info("NATS reconnected")
         asyncio.get_running_loop().create_task(self._recreate(1.0))
 

@@ -197,3 +197,45 @@ async def _until(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+def _circle_config(base: Path, region: str, catalog: Path | None = None) -> Any:
+    return parse_config({
+        "region": region, "name": region, "data_dir": str(base / region), "http": {"port": 0},
+        **({"catalog": str(catalog)} if catalog else {}),
+        "circle": {"id": "huanghe-2026", "convener": CONVENER,
+                   "anchor": str(base / CONVENER / "keys" / "public.json")}}, base=base, environ={})
+
+
+async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_official(
+        tmp_path: Path) -> None:
+    from protocol.catalog import CatalogEntry
+    from routing.catalog_files import read_catalog_path, write_catalog_csv
+
+    samples: list[CatalogEntry] = read_catalog_path(
+        Path(__file__).parent.parent / "config" / "catalogs" / CONVENER, CONVENER)
+    write_catalog_csv(samples[:2], tmp_path / "catalog")
+    for region in (CONVENER, C):
+        KEYS[region].save(tmp_path / region / "keys", valid_from=0)
+    async with EmbeddedNats(tmp_path / "nats") as server:
+        stop = asyncio.Event()
+        convener = Node(_circle_config(tmp_path, CONVENER, tmp_path / "catalog"), urls=[server.url])
+        window = Node(_circle_config(tmp_path, C), urls=[server.url])
+        runs = [asyncio.create_task(n.run(stop)) for n in (convener, window)]
+        try:
+            await convener.ready.wait()
+            await window.ready.wait()
+            # Not a member yet as far as the window knows: the convener's entries are refused.
+            await _until(lambda: window.catalog.index.rejections() != [])
+            assert window.catalog.index.counts()["entries"] == 0
+            assert convener.circle is not None
+            wrong = registry(**{C: member(C).model_copy(update={"name": "成都"})})
+            with pytest.raises(ValueError, match="official name of 510100 is 成都市"):
+                await convener.circle.publish(signed(wrong).canonical_bytes)
+            await convener.circle.publish(signed(registry()).canonical_bytes)
+            # Adopted by both; the window looks again at what it refused, and takes it in.
+            await _until(lambda: window.catalog.index.counts()["entries"] == 2)
+            assert window.catalog.search(samples[0].name)
+        finally:
+            stop.set()
+            await asyncio.gather(*runs)
