@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api_catalog import add_catalog_routes
+from node.api_circle import add_circle_routes
 from node.api_errors import error
 from node.app import Node
 from node.engine import Command
@@ -174,4 +175,5 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/api/materials", upload_material)
     app.router.add_get("/api/materials/{object}", download_material)
     add_catalog_routes(app, NODE)
+    add_circle_routes(app, NODE)
     return app

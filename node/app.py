@@ -90,7 +90,7 @@ class Node:
             max_inflight=config.limits.outbox_inflight, ack_wait_s=config.limits.ack_wait_s)
         self.circle = None if config.circle is None else Circle(  # checks the anchor first
             config.circle, self.keys, self.registry, self.transport, clock,
-            config.data_dir / "circle-registry.bin")
+            config.data_dir / "circle-registry.bin", self.postmaster.signer)
         self.store = Store(config.data_dir / "node.db")
         self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
                                self.transport, self.postmaster, clock)

@@ -12,6 +12,13 @@ ignored and remembered in ``refused``, for operators.
 
 The adopted registry is also kept in the data directory, so a restarted node
 trusts the same members before it reaches NATS.
+
+Joining: a new region's node puts its ``JoinRequest`` (its keys, account and
+contact, signed with the signing key it brings) in the same bucket under
+``join.<region>``. The convener's node keeps the requests that check in
+``requests``; its operator approves (the next registry, signed and published, so
+every node takes the newcomer in at once) or refuses (the request is removed).
+Both decisions are kept in ``decisions``.
 """
 
 from __future__ import annotations
@@ -24,27 +31,42 @@ from pathlib import Path
 from config import ConfigError
 from config.models import CircleConfig
 from node.transport import CIRCLE_BUCKET, CatalogUpdate, Transport
-from protocol.circle import CircleRegistry, SignedRegistry
+from protocol.circle import (
+    CircleRegistry,
+    Contact,
+    JoinRequest,
+    MemberKey,
+    SignedJoinRequest,
+    SignedRegistry,
+)
 from protocol.codec import decode
 from protocol.errors import ProtocolError
-from receipts import KeyRecord, KeyRegistry, NodeKeys
-from receipts.circle import check_registry, key_records
+from protocol.fields import MILLIS_MIN
+from receipts import BatchSigner, KeyRecord, KeyRegistry, NodeKeys
+from receipts.circle import approve, check_join, check_registry, key_records, sign_join, sign_registry
 from receipts.errors import KeyFileError
 from receipts.registry import records_from_public_json
-from routing.regions import unofficial_names
+from routing.regions import official_name, unofficial_names
 
 __all__ = ["Circle"]
 
 log = logging.getLogger("tongban.circle")
 
 REGISTRY_KEY = "registry"
+JOIN_PREFIX = "join."
 
 
 class Circle:
     def __init__(self, config: CircleConfig, own: NodeKeys, keys: KeyRegistry,
-                 transport: Transport, clock: Callable[[], int], saved: Path) -> None:
+                 transport: Transport, clock: Callable[[], int], saved: Path,
+                 signer: BatchSigner) -> None:
         self.config = config
         self.own = own
+        self.signer = signer
+        #: Join requests waiting for the convener's decision, by region (convener only).
+        self.requests: dict[str, JoinRequest] = {}
+        #: Decisions taken here: (region, "approved" | "refused", reason, at).
+        self.decisions: list[tuple[str, str, str, int]] = []
         self.keys = keys
         self.transport = transport
         self.clock = clock
@@ -84,8 +106,80 @@ class Circle:
         await self.transport.put_values(CIRCLE_BUCKET, [(REGISTRY_KEY, data)])
         return registry
 
+    @property
+    def convening(self) -> bool:
+        return self.own.region == self.config.convener
+
+    # ---------------------------------------------------------------- joining
+
+    def join_request(self, contact: Contact, nats_account: str | None = None) -> SignedJoinRequest:
+        """This node's request to join, signed with the key it brings."""
+        now = self.clock()
+        request = JoinRequest(
+            circle=self.config.id, region=self.own.region,
+            name=official_name(self.own.region) or self.own.region, node_id=f"tb-{self.own.region}",
+            sign_key=MemberKey(key=self.own.sign_key_id, public=self.own.sign_public, valid_from=now),
+            encrypt_key=MemberKey(key=self.own.encrypt_key_id, public=self.own.encrypt_public,
+                                  valid_from=now),
+            nats_account=nats_account, contact=contact, requested_at=now)
+        return sign_join(self.signer, request)
+
+    async def request_join(self, contact: Contact, nats_account: str | None = None) -> JoinRequest:
+        signed = self.join_request(contact, nats_account)
+        await self.transport.put_values(CIRCLE_BUCKET, [(f"{JOIN_PREFIX}{self.own.region}",
+                                                          signed.canonical_bytes)])
+        return signed.request
+
+    async def approve(self, region: str) -> CircleRegistry:
+        """The convener admits a region that asked: the next registry, signed and published."""
+        request = self._pending(region)
+        now = self.clock()
+        data = sign_registry(self.signer, approve(self.current or self._founding(), request,
+                                                  now)).canonical_bytes
+        registry = await self.publish(data)
+        self._adopt(data)  # at once here; the bucket brings it to every other node
+        del self.requests[region]
+        self.decisions.append((region, "approved", "", now))
+        await self.transport.delete_value(CIRCLE_BUCKET, f"{JOIN_PREFIX}{region}")
+        log.info("%s joined circle %s (registry version %d)", region, registry.circle,
+                 registry.version)
+        return registry
+
+    async def refuse(self, region: str, reason: str) -> None:
+        self._pending(region)
+        del self.requests[region]
+        self.decisions.append((region, "refused", reason, self.clock()))
+        await self.transport.delete_value(CIRCLE_BUCKET, f"{JOIN_PREFIX}{region}")
+        log.warning("join request of %s refused: %s", region, reason)
+
+    def _pending(self, region: str) -> JoinRequest:
+        if not self.convening:
+            raise PermissionError(f"only the convener {self.config.convener} decides who joins")
+        request = self.requests.get(region)
+        if request is None:
+            raise LookupError(f"no join request of {region} is waiting")
+        return request
+
+    def _founding(self) -> CircleRegistry:
+        """The convener's first registry: itself alone."""
+        own = JoinRequest(
+            circle=self.config.id, region=self.own.region,
+            name=official_name(self.own.region) or self.own.region, node_id=f"tb-{self.own.region}",
+            sign_key=MemberKey(key=self.own.sign_key_id, public=self.own.sign_public,
+                               valid_from=MILLIS_MIN),  # the anchor: valid for all it signed
+            encrypt_key=MemberKey(key=self.own.encrypt_key_id, public=self.own.encrypt_public,
+                                  valid_from=MILLIS_MIN),
+            contact=Contact(name="牵头单位"), requested_at=self.clock())
+        return CircleRegistry(circle=self.config.id, convener=self.own.region, version=1,
+                              issued_at=self.clock(), members=(own.member(self.clock()),))
+
+    # ---------------------------------------------------------------- following the bucket
+
     async def _take(self, updates: list[CatalogUpdate], caught_up: bool) -> None:
         for key, value in updates:
+            if key.startswith(JOIN_PREFIX):
+                self._take_request(key[len(JOIN_PREFIX):], value)
+                continue
             if key != REGISTRY_KEY or value is None:
                 continue
             try:
@@ -95,6 +189,24 @@ class Circle:
                     continue  # an older registry again (the bucket keeps some history)
                 log.warning("circle registry refused: %s", exc)
                 self.refused.append(str(exc)[:300])
+
+    def _take_request(self, region: str, value: bytes | None) -> None:
+        if value is None:
+            self.requests.pop(region, None)  # decided (or withdrawn)
+            return
+        if not self.convening:
+            return
+        try:
+            request = check_join(SignedJoinRequest.model_validate(decode(value)),
+                                 circle=self.config.id)
+            if request.region != region:
+                raise ValueError(f"a request of {request.region} filed as {region}")
+        except (ProtocolError, ValueError) as exc:
+            log.warning("join request of %s ignored: %s", region, exc)
+            self.refused.append(f"join {region}: {str(exc)[:300]}")
+            return
+        self.requests[region] = request
+        log.info("join request of %s %s is waiting for a decision", region, request.name)
 
     def _check(self, data: bytes) -> CircleRegistry:
         signed = SignedRegistry.model_validate(decode(data))

@@ -18,6 +18,7 @@ import click
 
 from node import loop
 from node.cli_catalog import catalog
+from node.cli_circle import circle
 from node.cli_http import fail, http_json
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
 from receipts.registry import records_from_public_json
@@ -285,6 +286,7 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
 
 
 main.add_command(catalog)
+main.add_command(circle)
 
 if __name__ == "__main__":
     main()

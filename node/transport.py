@@ -95,6 +95,7 @@ class Transport(Protocol):
     async def get_material(self, name: str, path: Path) -> None: ...
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None: ...
     def rewatch(self) -> None: ...
+    async def delete_value(self, bucket: str, key: str) -> None: ...
     async def watch_bucket(
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
 
@@ -330,6 +331,12 @@ class NatsTransport:
         """Start the bucket watches again from the values the buckets hold (their handlers
         look again at what they refused, e.g. after the circle's keys changed)."""
         self._watch_round += 1
+
+    async def delete_value(self, bucket: str, key: str) -> None:
+        try:
+            await (await self._bucket(bucket)).delete(key)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ConnectionError(f"bucket {bucket}: {exc}") from exc
 
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None:
         """Put ``(key, value)`` items in a KV bucket, many in flight at once (a KV put is a

@@ -22,10 +22,11 @@ from pydantic import Field, StringConstraints, model_validator
 from protocol.envelope import Signature, leaf_digest
 from protocol.fields import KeyId, Millis, Name, Phone, RegionCode, Wire
 
-__all__ = ["TAG_REGISTRY", "CircleRegistry", "Contact", "Member", "MemberKey", "SignedRegistry",
-           "registry_digest"]
+__all__ = ["TAG_JOIN", "TAG_REGISTRY", "CircleRegistry", "Contact", "JoinRequest", "Member",
+           "MemberKey", "SignedJoinRequest", "SignedRegistry", "join_digest", "registry_digest"]
 
 TAG_REGISTRY = b"tongban/1 registry\x00"
+TAG_JOIN = b"tongban/1 join\x00"
 
 MemberStatus = Literal["joined", "suspended", "revoked"]
 MEMBER_STATUSES = {"joined": "已加入", "suspended": "已暂停", "revoked": "已撤销"}
@@ -109,4 +110,35 @@ class SignedRegistry(Wire):
     """The registry as published (the circle's registry bucket), signed by the convener."""
 
     registry: CircleRegistry
+    sig: Signature
+
+
+class JoinRequest(Wire):
+    """A region asking the convener to join: its keys, account and contact. Signed with
+    the new signing key itself, which proves the requester holds it."""
+
+    circle: NodeId
+    region: RegionCode
+    name: Name
+    node_id: NodeId
+    sign_key: MemberKey
+    encrypt_key: MemberKey
+    nats_account: NatsAccount | None = None
+    contact: Contact
+    requested_at: Millis
+
+    def member(self, now: int) -> Member:
+        """The member this request becomes once approved."""
+        return Member(region=self.region, name=self.name, node_id=self.node_id,
+                      sign_keys=(self.sign_key,), encrypt_keys=(self.encrypt_key,),
+                      nats_account=self.nats_account, status="joined", status_at=now,
+                      contact=self.contact)
+
+
+def join_digest(request: JoinRequest) -> bytes:
+    return leaf_digest(TAG_JOIN, request.canonical_bytes)
+
+
+class SignedJoinRequest(Wire):
+    request: JoinRequest
     sig: Signature

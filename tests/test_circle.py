@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from pydantic import ValidationError
 from config import ConfigError, parse_config
 from node.app import Node, wall_clock_ms
 from node.natsd import EmbeddedNats
+from node.serve import serve
 from node.transport import CIRCLE_BUCKET
 from protocol import Reason, RemoteProtocolError
 from protocol import examples as ex
@@ -239,3 +243,74 @@ async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_offi
         finally:
             stop.set()
             await asyncio.gather(*runs)
+
+
+async def test_regions_join_through_the_convener_and_every_node_takes_them_in_live(
+        tmp_path: Path) -> None:
+    W = "410100"
+    KEYS[W] = NodeKeys.generate(W)
+    for region in (CONVENER, C, W):
+        KEYS[region].save(tmp_path / region / "keys", valid_from=0)
+    async with EmbeddedNats(tmp_path / "nats") as server, contextlib.AsyncExitStack() as stack:
+        nodes = {region: await stack.enter_async_context(
+            _serving(server.url, _circle_config(tmp_path, region))) for region in (CONVENER, W, C)}
+
+        async def tongban(*args: str) -> str:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "node.cli", "circle", *args, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await process.communicate()
+            assert process.returncode == 0, err.decode()
+            return out.decode()
+
+        def address(region: str) -> str:
+            return nodes[region].address  # type: ignore[attr-defined,no-any-return]
+
+        convener = nodes[CONVENER].circle
+        assert convener is not None
+        for region in (W, C):
+            await tongban("request-join", "--contact-name", "值班员", "--contact-phone",
+                          "13800000000", "--node", address(region))
+        await _until(lambda: set(convener.requests) == {W, C})
+        assert "待审批 / waiting: 510100 成都市" in await tongban("status", "--node", address(CONVENER))
+        await tongban("refuse", C, "--reason", "材料不全", "--node", address(CONVENER))
+        assert "已同意" in await tongban("approve", W, "--node", address(CONVENER))
+        for region in (CONVENER, W):  # the newcomer is a member everywhere, at once
+            await _until(lambda r=region: nodes[r].circle.current is not None  # type: ignore[union-attr]
+                         and nodes[r].circle.current.member(W) is not None)  # type: ignore[union-attr]
+        assert nodes[CONVENER].registry.signing_key(KEYS[W].sign_key_id, W, wall_clock_ms(),
+                                                    now=wall_clock_ms())
+        assert convener.current is not None
+        assert convener.current.member(C) is None  # refused
+        assert [d[:3] for d in convener.decisions] == [(C, "refused", "材料不全"), (W, "approved", "")]
+        # Asked again, and admitted: the member before it trusts it without a restart.
+        await tongban("request-join", "--contact-name", "值班员", "--node", address(C))
+        await _until(lambda: C in convener.requests)
+        await tongban("approve", C, "--node", address(CONVENER))
+        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+                     and nodes[W].circle.current.member(C) is not None)  # type: ignore[union-attr]
+        assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, wall_clock_ms(),
+                                             now=wall_clock_ms())
+        status = await tongban("status", "--node", address(W))
+        assert "名册版本 3" in status
+        assert "510100 成都市  joined" in status
+
+
+@contextlib.asynccontextmanager
+async def _serving(url: str, config: Any) -> AsyncIterator[Node]:
+    stop = asyncio.Event()
+    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
+
+    async def ready(node: Node, address: str) -> None:
+        node.address = address  # type: ignore[attr-defined]
+        started.set_result(node)
+
+    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
+    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        await task
+    try:
+        yield started.result()
+    finally:
+        stop.set()
+        await task

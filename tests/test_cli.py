@@ -23,7 +23,8 @@ def test_every_command_has_help() -> None:
     for command in ([], ["keys"], ["keys", "new"], ["verify"], ["node"], ["demo"], ["submit"],
                     ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
                     ["bench", "catalog"], ["catalog"], ["catalog", "import"], ["catalog", "publish"],
-                    ["catalog", "export"], ["catalog", "search"]):
+                    ["catalog", "export"], ["catalog", "search"], ["circle"], ["circle", "status"],
+                    ["circle", "request-join"], ["circle", "approve"], ["circle", "refuse"]):
         result = tongban(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout

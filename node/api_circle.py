@@ -1,0 +1,111 @@
+"""The circle routes of the JSON API.
+
+``GET /api/circle``                             the registry this node trusts, waiting join
+                                                requests (convener), refused registries;
+``POST /api/circle/join``                       this node asks to join (``{"contact_name",
+                                                "contact_phone", "contact_email"}``);
+``POST /api/circle/requests/{region}/approve``  the convener admits a region;
+``POST /api/circle/requests/{region}/refuse``   … or refuses it (``{"reason"}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from node.api_errors import error
+from node.app import Node
+from node.circle import Circle
+from protocol.circle import Contact
+from protocol.errors import ProtocolError
+
+__all__ = ["add_circle_routes"]
+
+
+def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
+    def circle_of(request: web.Request) -> Circle | web.Response:
+        circle = request.app[node_key].circle
+        if circle is None:
+            return error(404, "no_circle", "本节点未加入通办圈（配置中没有 [circle]）",
+                         "this node is not configured with a circle")
+        return circle
+
+    async def body(request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            payload = await request.json()
+        except ValueError:
+            return error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
+        if not isinstance(payload, dict):
+            return error(400, "bad_json", "请求体应为 JSON 对象", "the request body must be an object")
+        return payload
+
+    async def show(request: web.Request) -> web.Response:
+        circle = circle_of(request)
+        if isinstance(circle, web.Response):
+            return circle
+        registry = circle.current
+        return web.json_response({
+            "circle": circle.config.id, "convener": circle.config.convener,
+            "version": registry.version if registry else None,
+            "members": [{"region": m.region, "name": m.name, "status": m.status,
+                         "status_at": m.status_at, "sign_keys": [k.key for k in m.sign_keys]}
+                        for m in (registry.members if registry else ())],
+            "requests": [{"region": r.region, "name": r.name, "contact": r.contact.model_dump(),
+                          "requested_at": r.requested_at, "sign_key": r.sign_key.key}
+                         for r in circle.requests.values()],
+            "decisions": [{"region": r, "decision": d, "reason": why, "at": at}
+                          for r, d, why, at in circle.decisions],
+            "refused": circle.refused})
+
+    async def join(request: web.Request) -> web.Response:
+        circle = circle_of(request)
+        payload = await body(request)
+        if isinstance(circle, web.Response):
+            return circle
+        if isinstance(payload, web.Response):
+            return payload
+        try:
+            contact = Contact(name=payload.get("contact_name", ""),
+                              phone=payload.get("contact_phone") or None,
+                              email=payload.get("contact_email") or None)
+        except ValidationError as exc:
+            return error(400, "bad_contact", "联系人信息有误：姓名必填，电话、邮箱格式要正确",
+                         f"contact: {exc.errors()[0]['loc'][0]} {exc.errors()[0]['msg']}")
+        try:
+            sent = await circle.request_join(contact)
+        except ConnectionError as exc:
+            return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+        return web.json_response({"region": sent.region, "name": sent.name,
+                                  "sign_key": sent.sign_key.key}, status=202)
+
+    async def decide(request: web.Request) -> web.Response:
+        circle = circle_of(request)
+        if isinstance(circle, web.Response):
+            return circle
+        region, decision = request.match_info["region"], request.match_info["decision"]
+        try:
+            if decision == "approve":
+                registry = await circle.approve(region)
+                return web.json_response({"region": region, "version": registry.version})
+            payload = await body(request)
+            if isinstance(payload, web.Response):
+                return payload
+            reason = str(payload.get("reason") or "").strip()
+            if not reason:
+                return error(400, "no_reason", "请写明不予同意的理由", "give the reason for refusing")
+            await circle.refuse(region, reason[:500])
+            return web.json_response({"region": region, "refused": True})
+        except PermissionError as exc:
+            return error(403, "not_convener", "只有牵头单位可以审批加入申请", str(exc))
+        except LookupError as exc:
+            return error(404, "no_request", "没有该地区待审批的加入申请", str(exc))
+        except (ProtocolError, ValueError) as exc:
+            return error(422, "bad_registry", "名册未能发布", str(exc)[:500])
+        except ConnectionError as exc:
+            return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+
+    app.router.add_get("/api/circle", show)
+    app.router.add_post("/api/circle/join", join)
+    app.router.add_post(r"/api/circle/requests/{region}/{decision:approve|refuse}", decide)
