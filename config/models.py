@@ -120,6 +120,8 @@ class CircleConfig(_Section):
     id: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")  # e.g. huanghe-2026
     convener: RegionCode
     anchor: Path  # the convener's public.json
+    #: (Convener) how long a member's earlier keys stay valid after it brings new ones.
+    rotation_overlap_days: int = Field(default=7, ge=0, le=90)
 
 
 class Limits(_Section):

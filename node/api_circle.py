@@ -5,7 +5,9 @@
 ``POST /api/circle/join``                       this node asks to join (``{"contact_name",
                                                 "contact_phone", "contact_email"}``);
 ``POST /api/circle/requests/{region}/approve``  the convener admits a region;
-``POST /api/circle/requests/{region}/refuse``   … or refuses it (``{"reason"}``).
+``POST /api/circle/requests/{region}/refuse``   … or refuses it (``{"reason"}``);
+``POST /api/circle/members/{region}/{suspend|revoke|reinstate}``
+                                                the convener changes a member's status.
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         except ConnectionError as exc:
             return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
 
+    async def member_status(request: web.Request) -> web.Response:
+        circle = circle_of(request)
+        if isinstance(circle, web.Response):
+            return circle
+        region = request.match_info["region"]
+        status = {"suspend": "suspended", "revoke": "revoked",
+                  "reinstate": "joined"}[request.match_info["action"]]
+        try:
+            registry = await circle.set_status(region, status)
+        except PermissionError as exc:
+            return error(403, "not_convener", "只有牵头单位可以变更成员状态", str(exc))
+        except LookupError as exc:
+            return error(404, "no_member", "该地区不是通办圈成员", str(exc))
+        except (ProtocolError, ValueError) as exc:
+            return error(422, "bad_registry", "名册未能发布", str(exc)[:500])
+        except ConnectionError as exc:
+            return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+        return web.json_response({"region": region, "status": status, "version": registry.version})
+
     app.router.add_get("/api/circle", show)
+    app.router.add_post(r"/api/circle/members/{region}/{action:suspend|revoke|reinstate}",
+                        member_status)
     app.router.add_post("/api/circle/join", join)
     app.router.add_post(r"/api/circle/requests/{region}/{decision:approve|refuse}", decide)

@@ -43,7 +43,15 @@ from protocol.codec import decode
 from protocol.errors import ProtocolError
 from protocol.fields import MILLIS_MIN
 from receipts import BatchSigner, KeyRecord, KeyRegistry, NodeKeys
-from receipts.circle import approve, check_join, check_registry, key_records, sign_join, sign_registry
+from receipts.circle import (
+    approve,
+    check_join,
+    check_registry,
+    key_records,
+    sign_join,
+    sign_registry,
+    with_status,
+)
 from receipts.errors import KeyFileError
 from receipts.registry import records_from_public_json
 from routing.regions import official_name, unofficial_names
@@ -134,16 +142,33 @@ class Circle:
         """The convener admits a region that asked: the next registry, signed and published."""
         request = self._pending(region)
         now = self.clock()
-        data = sign_registry(self.signer, approve(self.current or self._founding(), request,
-                                                  now)).canonical_bytes
-        registry = await self.publish(data)
-        self._adopt(data)  # at once here; the bucket brings it to every other node
+        overlap = self.config.rotation_overlap_days * 86_400_000
+        registry = await self._issue(approve(self.current or self._founding(), request, now, overlap))
         del self.requests[region]
         self.decisions.append((region, "approved", "", now))
         await self.transport.delete_value(CIRCLE_BUCKET, f"{JOIN_PREFIX}{region}")
         log.info("%s joined circle %s (registry version %d)", region, registry.circle,
                  registry.version)
         return registry
+
+    async def set_status(self, region: str, status: str) -> CircleRegistry:
+        """(Convener) suspend, revoke or reinstate a member: at once for new messages,
+        while what it signed before still verifies."""
+        if not self.convening:
+            raise PermissionError(f"only the convener {self.config.convener} changes members")
+        if self.current is None:
+            raise LookupError("there is no registry yet")
+        registry = await self._issue(with_status(self.current, region, status, self.clock()))
+        self.decisions.append((region, status, "", self.clock()))
+        log.warning("member %s is now %s (registry version %d)", region, status, registry.version)
+        return registry
+
+    async def _issue(self, registry: CircleRegistry) -> CircleRegistry:
+        """Sign, publish and adopt the next registry."""
+        data = sign_registry(self.signer, registry).canonical_bytes
+        published = await self.publish(data)
+        self._adopt(data)  # at once here; the bucket brings it to every other node
+        return published
 
     async def refuse(self, region: str, reason: str) -> None:
         self._pending(region)

@@ -64,3 +64,17 @@ def circle_refuse(region: str, reason: str, url: str) -> None:
     """(Convener) refuse REGION's request to join."""
     http_json("POST", f"{url}/api/circle/requests/{region}/refuse", {"reason": reason})
     click.echo(f"已不予同意 / refused: {region}")
+
+
+def _status_command(action: str, summary: str) -> None:
+    @circle.command(action, help=summary)
+    @click.argument("region")
+    @NODE_OPTION
+    def command(region: str, url: str) -> None:
+        reply = http_json("POST", f"{url}/api/circle/members/{region}/{action}", {})
+        click.echo(f"{region}: {reply['status']}; 名册版本 / registry version {reply['version']}")
+
+
+_status_command("suspend", "(Convener) suspend REGION: nothing new from it is accepted, at once.")
+_status_command("revoke", "(Convener) revoke REGION's membership; its earlier receipts still verify.")
+_status_command("reinstate", "(Convener) let a suspended REGION exchange messages again.")

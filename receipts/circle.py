@@ -10,7 +10,6 @@ revoked member's keys are revoked from its ``status_at`` on.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -18,6 +17,7 @@ from protocol.circle import (
     CircleRegistry,
     JoinRequest,
     Member,
+    MemberKey,
     SignedJoinRequest,
     SignedRegistry,
     join_digest,
@@ -27,7 +27,8 @@ from protocol.errors import Reason, RemoteProtocolError
 from receipts.registry import KeyRecord, KeyRegistry
 from receipts.signing import BatchSigner, SignatureChecker
 
-__all__ = ["approve", "check_join", "check_registry", "key_records", "sign_join", "sign_registry"]
+__all__ = ["approve", "check_join", "check_registry", "key_records", "sign_join", "sign_registry",
+           "with_status"]
 
 
 def sign_registry(signer: BatchSigner, registry: CircleRegistry) -> SignedRegistry:
@@ -80,24 +81,45 @@ def check_join(signed: SignedJoinRequest, *, circle: str) -> JoinRequest:
     return request
 
 
-def approve(registry: CircleRegistry, request: JoinRequest, now: int) -> CircleRegistry:
-    """The next registry: the requester a joined member (a member already listed gets
-    the keys it brings added, for a rotation or after a suspension)."""
+def approve(registry: CircleRegistry, request: JoinRequest, now: int,
+            overlap_ms: int) -> CircleRegistry:
+    """The next registry: the requester a joined member. A member already listed that
+    brings new keys is rotating: its earlier keys stay valid for ``overlap_ms`` more."""
     members = {m.region: m for m in registry.members}
     old = members.get(request.region)
     if old is None:
         members[request.region] = request.member(now)
     else:
         members[request.region] = old.model_copy(update={
-            "sign_keys": _merged(old.sign_keys, request.sign_key),
-            "encrypt_keys": _merged(old.encrypt_keys, request.encrypt_key),
+            "sign_keys": _rotated(old.sign_keys, request.sign_key, now + overlap_ms),
+            "encrypt_keys": _rotated(old.encrypt_keys, request.encrypt_key, now + overlap_ms),
             "status": "joined", "status_at": now, "contact": request.contact,
             "nats_account": request.nats_account or old.nats_account})
+    return _next(registry, members, now)
+
+
+def with_status(registry: CircleRegistry, region: str, status: str, now: int) -> CircleRegistry:
+    """The next registry with a member suspended, revoked or joined again."""
+    members = {m.region: m for m in registry.members}
+    if region not in members:
+        raise LookupError(f"{region} is not a member")
+    if region == registry.convener:
+        raise ValueError("the convener cannot change its own status")
+    members[region] = members[region].model_copy(update={"status": status, "status_at": now})
+    return _next(registry, members, now)
+
+
+def _next(registry: CircleRegistry, members: dict[str, Member], now: int) -> CircleRegistry:
     return CircleRegistry(circle=registry.circle, convener=registry.convener,
                           version=registry.version + 1, issued_at=now,
                           members=tuple(members[r] for r in sorted(members)))
 
 
-def _merged(keys: tuple[Any, ...], new: Any) -> tuple[Any, ...]:
-    kept = tuple(k for k in keys if k.key != new.key)
-    return (*kept, new)[-4:]
+def _rotated(keys: tuple[MemberKey, ...], new: MemberKey, old_until: int) -> tuple[MemberKey, ...]:
+    """The new key added; each earlier one ends at ``old_until`` (or sooner, as it was).
+    At most four are kept, the newest."""
+    if any(k.key == new.key for k in keys):
+        return keys
+    ended = tuple(k.model_copy(update={"valid_until": min(k.valid_until or old_until, old_until)})
+                  for k in keys if (k.valid_until or old_until) > k.valid_from)
+    return (*ended, new)[-4:]

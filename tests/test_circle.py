@@ -20,10 +20,10 @@ from node.serve import serve
 from node.transport import CIRCLE_BUCKET
 from protocol import Reason, RemoteProtocolError
 from protocol import examples as ex
-from protocol.circle import CircleRegistry, Contact, Member, MemberKey, SignedRegistry
+from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, MemberKey, SignedRegistry
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
-from receipts.circle import check_registry, key_records, sign_registry
+from receipts.circle import approve, check_registry, key_records, sign_registry, with_status
 
 CONVENER, H, C = "370100", "410100", "510100"
 KEYS = {region: NodeKeys.generate(region) for region in (CONVENER, H, C)}
@@ -294,6 +294,20 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         status = await tongban("status", "--node", address(W))
         assert "名册版本 3" in status
         assert "510100 成都市  joined" in status
+        # Suspended: nothing new from it is accepted, at once; what it signed before still is.
+        before = wall_clock_ms()
+        await tongban("suspend", C, "--node", address(CONVENER))
+        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+                     and nodes[W].circle.current.version == 4)  # type: ignore[union-attr]
+        now = wall_clock_ms()
+        assert _reason(lambda: nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, now,
+                                                             now=now)) == Reason.KEY_NOT_VALID
+        assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, before - 1)
+        await tongban("reinstate", C, "--node", address(CONVENER))
+        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+                     and nodes[W].circle.current.version == 5)  # type: ignore[union-attr]
+        later = wall_clock_ms()
+        assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, later, now=later)
 
 
 @contextlib.asynccontextmanager
@@ -314,3 +328,34 @@ async def _serving(url: str, config: Any) -> AsyncIterator[Node]:
     finally:
         stop.set()
         await task
+
+
+def test_a_member_bringing_new_keys_rotates_with_an_overlap() -> None:
+    new = NodeKeys.generate(H)
+    request = JoinRequest(
+        circle="huanghe-2026", region=H, name="郑州市", node_id=f"tb-{H}",
+        sign_key=MemberKey(key=new.sign_key_id, public=new.sign_public, valid_from=T0),
+        encrypt_key=MemberKey(key=new.encrypt_key_id, public=new.encrypt_public, valid_from=T0),
+        contact=Contact(name="运维值班"), requested_at=T0)
+    rotated = approve(registry(), request, T0, overlap_ms=7 * DAY)
+    assert rotated.version == 2
+    keys = KeyRegistry(key_records(rotated.members))
+    old = KEYS[H].sign_key_id
+    assert keys.signing_key(old, H, T0 + DAY, now=T0 + DAY)  # the overlap: both keys
+    assert keys.signing_key(new.sign_key_id, H, T0 + DAY, now=T0 + DAY)
+    assert _reason(lambda: keys.signing_key(old, H, T0 + 8 * DAY, now=T0 + 8 * DAY)) == \
+        Reason.KEY_NOT_VALID
+    assert keys.signing_key(old, H, T0 - DAY)  # receipts signed before still verify
+    assert keys.encryption_key(H, T0 + DAY)[0] == new.encrypt_key_id  # new messages: the new key
+    again = approve(rotated, request, T0 + DAY, overlap_ms=7 * DAY).member(H)  # the same request
+    first = rotated.member(H)
+    assert again is not None
+    assert first is not None
+    assert again.sign_keys == first.sign_keys  # no further change to the keys
+
+
+def test_the_convener_cannot_suspend_itself_nor_a_stranger() -> None:
+    with pytest.raises(ValueError, match="its own status"):
+        with_status(registry(), CONVENER, "suspended", T0)
+    with pytest.raises(LookupError, match="not a member"):
+        with_status(registry(), "620100", "suspended", T0)

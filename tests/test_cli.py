@@ -24,7 +24,8 @@ def test_every_command_has_help() -> None:
                     ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
                     ["bench", "catalog"], ["catalog"], ["catalog", "import"], ["catalog", "publish"],
                     ["catalog", "export"], ["catalog", "search"], ["circle"], ["circle", "status"],
-                    ["circle", "request-join"], ["circle", "approve"], ["circle", "refuse"]):
+                    ["circle", "request-join"], ["circle", "approve"], ["circle", "refuse"],
+                    ["circle", "suspend"], ["circle", "revoke"], ["circle", "reinstate"]):
         result = tongban(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout
