@@ -122,6 +122,8 @@ class CircleConfig(_Section):
     anchor: Path  # the convener's public.json
     #: (Convener) how long a member's earlier keys stay valid after it brings new ones.
     rotation_overlap_days: int = Field(default=7, ge=0, le=90)
+    #: A registry issued longer ago is refused (a replay); the convener re-issues at half.
+    registry_max_age_days: int = Field(default=30, ge=2, le=365)
 
 
 class Limits(_Section):

@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from node.api_errors import error
 from node.app import Node
 from node.circle import Circle
-from protocol.circle import Contact
+from protocol.circle import Contact, NatsAccount
 from protocol.errors import ProtocolError
 
 __all__ = ["add_circle_routes"]
@@ -35,6 +35,9 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         return circle
 
     async def body(request: web.Request) -> dict[str, Any] | web.Response:
+        if request.content_type != "application/json":  # a form post from another site cannot
+            return error(415, "json_only", "请求体须为 JSON（Content-Type: application/json）",
+                         "send a JSON body (Content-Type: application/json)")
         try:
             payload = await request.json()
         except ValueError:
@@ -72,11 +75,14 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
             contact = Contact(name=payload.get("contact_name", ""),
                               phone=payload.get("contact_phone") or None,
                               email=payload.get("contact_email") or None)
+            account = payload.get("nats_account") or None
+            if account is not None:
+                TypeAdapter(NatsAccount).validate_python(account)
         except ValidationError as exc:
             return error(400, "bad_contact", "联系人信息有误：姓名必填，电话、邮箱格式要正确",
                          f"contact: {exc.errors()[0]['loc'][0]} {exc.errors()[0]['msg']}")
         try:
-            sent = await circle.request_join(contact)
+            sent = await circle.request_join(contact, account)
         except ConnectionError as exc:
             return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
         return web.json_response({"region": sent.region, "name": sent.name,
@@ -87,13 +93,17 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         if isinstance(circle, web.Response):
             return circle
         region, decision = request.match_info["region"], request.match_info["decision"]
+        payload = await body(request)
+        if isinstance(payload, web.Response):
+            return payload
         try:
             if decision == "approve":
-                registry = await circle.approve(region)
+                key = payload.get("key")
+                if not isinstance(key, str) or not key:
+                    return error(400, "no_key", "请写明与申请地区核对过的签名密钥（key）",
+                                 "give the signing key id you confirmed with the region (key)")
+                registry = await circle.approve(region, key)
                 return web.json_response({"region": region, "version": registry.version})
-            payload = await body(request)
-            if isinstance(payload, web.Response):
-                return payload
             reason = str(payload.get("reason") or "").strip()
             if not reason:
                 return error(400, "no_reason", "请写明不予同意的理由", "give the reason for refusing")
@@ -112,6 +122,9 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         circle = circle_of(request)
         if isinstance(circle, web.Response):
             return circle
+        payload = await body(request)
+        if isinstance(payload, web.Response):
+            return payload
         region = request.match_info["region"]
         status = {"suspend": "suspended", "revoke": "revoked",
                   "reinstate": "joined"}[request.match_info["action"]]

@@ -44,7 +44,7 @@ from node.engine import Command, Engine, Incoming, Result
 from node.materials import MaterialShelf
 from node.store import Changes, Store
 from node.store.catalog import CatalogIndex
-from node.transport import Inbound, NatsTransport, Transport
+from node.transport import CATALOG_BUCKET, Inbound, NatsTransport, Transport
 from node.workdays import ChinaCalendar
 from protocol import ProtocolError, decode
 from protocol import bodies as b
@@ -94,8 +94,8 @@ class Node:
         self.store = Store(config.data_dir / "node.db")
         self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
                                self.transport, self.postmaster, clock)
-        if self.circle is not None:  # entries refused for an unknown key may be good now
-            self.circle.observers.append(lambda registry: self.transport.rewatch())
+        if self.circle is not None:
+            self.circle.observers.append(self._members_changed)
         self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
                              calendar=calendar or ChinaCalendar(fallback=True),
                              policy=self.catalog.policy)
@@ -178,7 +178,15 @@ class Node:
 
     # ------------------------------------------------------------------ workers
 
+    def _members_changed(self, registry: object) -> None:
+        """A newer circle registry: catalog entries refused for their key may be good now."""
+        if self.catalog.refused_for_keys:
+            self.catalog.refused_for_keys = False
+            self.transport.rewatch(CATALOG_BUCKET)
+
     async def _fetcher(self) -> None:
+        if self.circle is not None:  # judge no partner's message before knowing the members
+            await self.circle.caught_up.wait()
         batch = self.config.limits.inbox_batch
         while True:
             room = self._queue.maxsize - self._queue.qsize()

@@ -67,6 +67,9 @@ class Catalog:
         self.observers: list[Callable[[list[str]], None]] = []
         self._models: OrderedDict[tuple[str, str, int], CatalogEntry] = OrderedDict()
         self._writing: asyncio.Future[None] | None = None
+        #: Whether an entry was refused for its key (then a new circle registry is a
+        #: reason to read the bucket again).
+        self.refused_for_keys = False
         self._lookups = True
 
     def __repr__(self) -> str:
@@ -144,6 +147,8 @@ class Catalog:
                                        self.postmaster.checker, now)
                 rows.append(_row(checked))
             except RemoteProtocolError as exc:
+                if exc.reason in (Reason.UNKNOWN_KEY, Reason.KEY_NOT_VALID):
+                    self.refused_for_keys = True  # may be good once the circle knows the key
                 log.warning("catalog entry %s ignored: %s", key, exc)
                 await asyncio.to_thread(self.index.reject, key, region,
                                         f"{exc.reason.code}: {exc.reason.zh} / {exc.reason.en} "

@@ -23,6 +23,7 @@ Both decisions are kept in ``decisions``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from receipts.circle import (
     check_join,
     check_registry,
     key_records,
+    reissued,
     sign_join,
     sign_registry,
     with_status,
@@ -61,6 +63,7 @@ __all__ = ["Circle"]
 log = logging.getLogger("tongban.circle")
 
 REGISTRY_KEY = "registry"
+DAY_MS = 86_400_000
 JOIN_PREFIX = "join."
 
 
@@ -73,8 +76,12 @@ class Circle:
         self.signer = signer
         #: Join requests waiting for the convener's decision, by region (convener only).
         self.requests: dict[str, JoinRequest] = {}
-        #: Decisions taken here: (region, "approved" | "refused", reason, at).
+        #: Decisions taken here: (region, "approved" | "refused" | a status, reason, at).
         self.decisions: list[tuple[str, str, str, int]] = []
+        self._issuing = asyncio.Lock()  # one new registry version at a time
+        self._held: bytes | None = None  # the adopted registry as it came
+        #: Set once the bucket's values present at start were all seen (inbox waits).
+        self.caught_up = asyncio.Event()
         self.keys = keys
         self.transport = transport
         self.clock = clock
@@ -86,7 +93,7 @@ class Circle:
             raise ConfigError(f"通办圈牵头单位的公钥无法读取 / circle.anchor {config.anchor} is not "
                               f"the convener's public.json: {exc}") from exc
         self.current: CircleRegistry | None = None
-        self.refused: list[str] = []
+        self._refused: dict[str, None] = {}  # an ordered set: the same refusal is kept once
         #: Called after a newer registry was adopted (the catalog checks again what it refused).
         self.observers: list[Callable[[CircleRegistry], None]] = []
         self.keys.replace(self._with_own([]))
@@ -99,10 +106,24 @@ class Circle:
 
     def __repr__(self) -> str:
         version = self.current.version if self.current else None
-        return f"<Circle {self.config.id} version={version} refused={len(self.refused)}>"
+        return f"<Circle {self.config.id} version={version} refused={len(self._refused)}>"
+
+    @property
+    def refused(self) -> list[str]:
+        """Registries and join requests ignored (newest 100), for operators."""
+        return list(self._refused)
+
+    def _refuse(self, what: str) -> None:
+        self._refused.pop(what, None)
+        self._refused[what] = None
+        while len(self._refused) > 100:
+            del self._refused[next(iter(self._refused))]
 
     async def follow(self) -> None:
-        await self.transport.watch_bucket(CIRCLE_BUCKET, self._take)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.transport.watch_bucket(CIRCLE_BUCKET, self._take))
+            if self.convening:
+                tasks.create_task(self._keep_fresh())
 
     async def publish(self, data: bytes) -> CircleRegistry:
         """Check a signed registry as every node will, and its members' official names
@@ -130,7 +151,8 @@ class Circle:
             encrypt_key=MemberKey(key=self.own.encrypt_key_id, public=self.own.encrypt_public,
                                   valid_from=now),
             nats_account=nats_account, contact=contact, requested_at=now)
-        return sign_join(self.signer, request)
+        member = self.current.member(self.own.region) if self.current else None
+        return sign_join(self.signer, request, endorser=self.signer if member else None)
 
     async def request_join(self, contact: Contact, nats_account: str | None = None) -> JoinRequest:
         signed = self.join_request(contact, nats_account)
@@ -138,12 +160,19 @@ class Circle:
                                                           signed.canonical_bytes)])
         return signed.request
 
-    async def approve(self, region: str) -> CircleRegistry:
-        """The convener admits a region that asked: the next registry, signed and published."""
+    async def approve(self, region: str, key: str) -> CircleRegistry:
+        """The convener admits a region that asked, with the signing key ``key`` its
+        operator confirmed with the region (out of band): the next registry, signed
+        and published. A request changed since (another key) is not approved."""
         request = self._pending(region)
+        if request.sign_key.key != key:
+            raise LookupError(f"the waiting request of {region} brings {request.sign_key.key}, "
+                              f"not {key}")
         now = self.clock()
-        overlap = self.config.rotation_overlap_days * 86_400_000
-        registry = await self._issue(approve(self.current or self._founding(), request, now, overlap))
+        overlap = self.config.rotation_overlap_days * DAY_MS
+        async with self._issuing:
+            registry = await self._issue(approve(self.current or self._founding(), request, now,
+                                                 overlap))
         del self.requests[region]
         self.decisions.append((region, "approved", "", now))
         await self.transport.delete_value(CIRCLE_BUCKET, f"{JOIN_PREFIX}{region}")
@@ -158,7 +187,8 @@ class Circle:
             raise PermissionError(f"only the convener {self.config.convener} changes members")
         if self.current is None:
             raise LookupError("there is no registry yet")
-        registry = await self._issue(with_status(self.current, region, status, self.clock()))
+        async with self._issuing:
+            registry = await self._issue(with_status(self.current, region, status, self.clock()))
         self.decisions.append((region, status, "", self.clock()))
         log.warning("member %s is now %s (registry version %d)", region, status, registry.version)
         return registry
@@ -201,19 +231,20 @@ class Circle:
     # ---------------------------------------------------------------- following the bucket
 
     async def _take(self, updates: list[CatalogUpdate], caught_up: bool) -> None:
+        adopted = None
         for key, value in updates:
             if key.startswith(JOIN_PREFIX):
                 self._take_request(key[len(JOIN_PREFIX):], value)
-                continue
-            if key != REGISTRY_KEY or value is None:
-                continue
-            try:
-                self._adopt(value)
-            except (ProtocolError, ValueError) as exc:
-                if self.current is not None and str(exc).find("not newer") >= 0:
-                    continue  # an older registry again (the bucket keeps some history)
-                log.warning("circle registry refused: %s", exc)
-                self.refused.append(str(exc)[:300])
+            elif key == REGISTRY_KEY and value is not None and value != self._held:
+                try:
+                    adopted = self._adopt(value, notify=False)
+                except (ProtocolError, ValueError) as exc:  # forged, stale, replayed, a fork
+                    log.warning("circle registry refused: %s", exc)
+                    self._refuse(f"registry: {str(exc)[:300]}")
+        if adopted is not None:  # once per batch, not once per version caught up with
+            self._notify(adopted)
+        if caught_up:
+            self.caught_up.set()
 
     def _take_request(self, region: str, value: bytes | None) -> None:
         if value is None:
@@ -223,37 +254,61 @@ class Circle:
             return
         try:
             request = check_join(SignedJoinRequest.model_validate(decode(value)),
-                                 circle=self.config.id)
+                                 circle=self.config.id, members=self.keys, now=self.clock())
             if request.region != region:
                 raise ValueError(f"a request of {request.region} filed as {region}")
         except (ProtocolError, ValueError) as exc:
             log.warning("join request of %s ignored: %s", region, exc)
-            self.refused.append(f"join {region}: {str(exc)[:300]}")
+            self._refuse(f"join {region}: {str(exc)[:300]}")
             return
         self.requests[region] = request
         log.info("join request of %s %s is waiting for a decision", region, request.name)
 
     def _check(self, data: bytes) -> CircleRegistry:
         signed = SignedRegistry.model_validate(decode(data))
-        registry = check_registry(signed, self.anchor, circle=self.config.id, now=self.clock(),
+        now = self.clock()
+        registry = check_registry(signed, self.anchor, circle=self.config.id, now=now,
                                   held=self.current)
         if registry.convener != self.config.convener:
             raise ValueError(f"a registry convened by {registry.convener}, not "
                              f"{self.config.convener}")
+        if now - registry.issued_at > self.config.registry_max_age_days * DAY_MS:
+            raise ValueError(f"registry version {registry.version} is older than "
+                             f"{self.config.registry_max_age_days} days (a replay?)")
         return registry
 
-    def _adopt(self, data: bytes, *, save: bool = True) -> None:
+    def _adopt(self, data: bytes, *, save: bool = True, notify: bool = True) -> CircleRegistry:
         registry = self._check(data)
+        if save:  # first: a node that trusts it will find it again after a restart
+            try:
+                partial = self.saved.with_suffix(".part")
+                partial.write_bytes(data)
+                partial.replace(self.saved)
+            except OSError as exc:
+                log.error("the circle registry could not be kept in %s: %s", self.saved, exc)
         self.keys.replace(self._with_own(key_records(registry.members)))
-        self.current = registry
-        if save:
-            partial = self.saved.with_suffix(".part")
-            partial.write_bytes(data)
-            partial.replace(self.saved)
+        self.current, self._held = registry, data
         log.info("circle %s registry version %d adopted: %d members", registry.circle,
                  registry.version, len(registry.members))
+        if notify:
+            self._notify(registry)
+        return registry
+
+    def _notify(self, registry: CircleRegistry) -> None:
         for observer in self.observers:
             observer(registry)
+
+    async def _keep_fresh(self) -> None:
+        """(Convener) re-issue the registry before it grows old: an old one is refused,
+        so a registry replayed into the bucket long after cannot bring back a key."""
+        while True:
+            now = self.clock()
+            if self.current is not None and (
+                    now - self.current.issued_at > self.config.registry_max_age_days * DAY_MS / 2):
+                async with self._issuing:
+                    await self._issue(reissued(self.current, now))
+                log.info("circle registry re-issued as version %d", self.current.version)
+            await asyncio.sleep(600)
 
     def _with_own(self, records: list[KeyRecord]) -> list[KeyRecord]:
         """Our own keys are always known to us, listed or not (before we have joined)."""

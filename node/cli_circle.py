@@ -37,22 +37,27 @@ def circle_status(url: str) -> None:
 @click.option("--contact-name", required=True, help="联系人 of the region's operators.")
 @click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
 @click.option("--contact-email", default="", help="Their e-mail.")
+@click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
 @NODE_OPTION
-def circle_request_join(contact_name: str, contact_phone: str, contact_email: str, url: str) -> None:
+def circle_request_join(contact_name: str, contact_phone: str, contact_email: str,
+                        nats_account: str, url: str) -> None:
     """Ask the convener to admit this region: sends its keys, signed with them."""
     reply = http_json("POST", f"{url}/api/circle/join", {
         "contact_name": contact_name, "contact_phone": contact_phone,
-        "contact_email": contact_email})
+        "contact_email": contact_email, "nats_account": nats_account})
     click.echo(f"已提交加入申请 / join request sent: {reply['region']} {reply['name']} "
                f"({reply['sign_key']}); the convener decides")
 
 
 @circle.command("approve")
 @click.argument("region")
+@click.option("--key", required=True,
+              help="The signing key id of the request (see 'status'), as confirmed with the region "
+                   "by phone or in person.")
 @NODE_OPTION
-def circle_approve(region: str, url: str) -> None:
+def circle_approve(region: str, key: str, url: str) -> None:
     """(Convener) admit REGION: the next registry is signed and every node takes it in."""
-    reply = http_json("POST", f"{url}/api/circle/requests/{region}/approve", {})
+    reply = http_json("POST", f"{url}/api/circle/requests/{region}/approve", {"key": key})
     click.echo(f"已同意 / approved: {region}; 名册版本 / registry version {reply['version']}")
 
 

@@ -94,7 +94,7 @@ class Transport(Protocol):
     async def put_material(self, recipient: str, name: str, path: Path) -> None: ...
     async def get_material(self, name: str, path: Path) -> None: ...
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None: ...
-    def rewatch(self) -> None: ...
+    def rewatch(self, bucket: str) -> None: ...
     async def delete_value(self, bucket: str, key: str) -> None: ...
     async def watch_bucket(
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
@@ -135,9 +135,10 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._ensure_lock = asyncio.Lock()
-        #: Counts reconnects and ``rewatch`` calls: each bucket watch starts again when it
-        #: sees a number other than the one it started with.
-        self._watch_round = 0
+        #: Counts reconnects (all buckets) and ``rewatch`` calls (one bucket): each bucket
+        #: watch starts again when its number differs from the one it started with.
+        self._reconnect_round = 0
+        self._rewatch_rounds: dict[str, int] = {}
         self.published = 0
         self.fetched = 0
 
@@ -327,10 +328,13 @@ class NatsTransport:
                     description=f"tongban {bucket} (signed values)"))
             return await self._js.key_value(bucket)
 
-    def rewatch(self) -> None:
-        """Start the bucket watches again from the values the buckets hold (their handlers
-        look again at what they refused, e.g. after the circle's keys changed)."""
-        self._watch_round += 1
+    def rewatch(self, bucket: str) -> None:
+        """Start a bucket's watch again from the values it holds (its handler looks again
+        at what it refused, e.g. after the circle's keys changed)."""
+        self._rewatch_rounds[bucket] = self._rewatch_rounds.get(bucket, 0) + 1
+
+    def _watch_round(self, bucket: str) -> tuple[int, int]:
+        return self._reconnect_round, self._rewatch_rounds.get(bucket, 0)
 
     async def delete_value(self, bucket: str, key: str) -> None:
         try:
@@ -368,7 +372,7 @@ class NatsTransport:
         by our own fetches. After a reconnect it is made again, from the current
         values (the handler drops what it knows)."""
         while True:
-            started = self._watch_round
+            started = self._watch_round(bucket)
             try:
                 await self._bucket(bucket)
                 sub = await self._js.pull_subscribe(
@@ -388,10 +392,10 @@ class NatsTransport:
 
     async def _follow(self, sub: Any, bucket: str,
                       handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]],
-                      started: int) -> None:
+                      started: tuple[int, int]) -> None:
         prefix = f"$KV.{bucket}."
         caught_up = False
-        while self._watch_round == started:
+        while self._watch_round(bucket) == started:
             try:
                 # Once caught up, wait for one value: a fetch of many that has one waits
                 # out its whole timeout for more (nats-py); then take what else is there.
@@ -427,7 +431,7 @@ class NatsTransport:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
-        self._watch_round += 1
+        self._reconnect_round += 1
         log.info("NATS reconnected")
         asyncio.get_running_loop().create_task(self._recreate(1.0))
 

@@ -62,8 +62,10 @@ class Member(Wire):
     region: RegionCode  # GB/T 2260
     name: Name  # official name of the region (行政区划名称)
     node_id: NodeId
-    sign_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=4)
-    encrypt_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=4)
+    # Every key a member ever had stays listed (expired ones with their valid_until), so
+    # what it signed long ago still verifies.
+    sign_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=64)
+    encrypt_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=64)
     nats_account: NatsAccount | None = None
     status: MemberStatus = "joined"
     status_at: Millis  # when the status took effect
@@ -140,5 +142,10 @@ def join_digest(request: JoinRequest) -> bytes:
 
 
 class SignedJoinRequest(Wire):
+    """``sig`` by the signing key the request brings (it holds it); for a member bringing
+    new keys (a rotation), ``endorsement`` by one of its current signing keys as well
+    (it is that member)."""
+
     request: JoinRequest
     sig: Signature
+    endorsement: Signature | None = None

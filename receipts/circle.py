@@ -27,8 +27,8 @@ from protocol.errors import Reason, RemoteProtocolError
 from receipts.registry import KeyRecord, KeyRegistry
 from receipts.signing import BatchSigner, SignatureChecker
 
-__all__ = ["approve", "check_join", "check_registry", "key_records", "sign_join", "sign_registry",
-           "with_status"]
+__all__ = ["approve", "check_join", "check_registry", "key_records", "reissued", "sign_join",
+           "sign_registry", "with_status"]
 
 
 def sign_registry(signer: BatchSigner, registry: CircleRegistry) -> SignedRegistry:
@@ -62,39 +62,55 @@ def key_records(members: Iterable[Member]) -> list[KeyRecord]:
     return records
 
 
-def sign_join(signer: BatchSigner, request: JoinRequest) -> SignedJoinRequest:
+def sign_join(signer: BatchSigner, request: JoinRequest,
+              endorser: BatchSigner | None = None) -> SignedJoinRequest:
+    """``endorser``: a member rotating its keys signs with its current key too."""
     if signer.key != request.sign_key.key:
         raise ValueError("a join request is signed with the signing key it brings")
     [sig] = signer.sign([join_digest(request)])
-    return SignedJoinRequest(request=request, sig=sig)
+    endorsement = None if endorser is None else endorser.sign([join_digest(request)])[0]
+    return SignedJoinRequest(request=request, sig=sig, endorsement=endorsement)
 
 
-def check_join(signed: SignedJoinRequest, *, circle: str) -> JoinRequest:
-    """The request, if it is for our circle and signed by the key it brings."""
+def check_join(signed: SignedJoinRequest, *, circle: str, members: KeyRegistry | None = None,
+               now: int = 0) -> JoinRequest:
+    """The request, if it is for our circle and signed by the key it brings; from a
+    region already a member, only with an endorsement by one of its keys valid now."""
     request = signed.request
     if request.circle != circle:
         raise RemoteProtocolError(Reason.INVALID_FIELD, f"a request to join {request.circle}")
     if signed.sig.key != request.sign_key.key:
         raise RemoteProtocolError(Reason.BAD_SIGNATURE, "not signed with the key it brings")
-    SignatureChecker().check(join_digest(request), signed.sig,
-                             Ed25519PublicKey.from_public_bytes(request.sign_key.public))
+    checker = SignatureChecker()
+    checker.check(join_digest(request), signed.sig,
+                  Ed25519PublicKey.from_public_bytes(request.sign_key.public))
+    known = members is not None and any(r.region == request.region for r in members.records())
+    if known:
+        assert members is not None
+        if signed.endorsement is None:
+            raise RemoteProtocolError(Reason.NOT_AUTHORISED, f"{request.region} is a member: new "
+                                      f"keys need an endorsement by one of its current keys")
+        public = members.signing_key(signed.endorsement.key, request.region, now, now=now)
+        checker.check(join_digest(request), signed.endorsement, public)
     return request
 
 
 def approve(registry: CircleRegistry, request: JoinRequest, now: int,
             overlap_ms: int) -> CircleRegistry:
-    """The next registry: the requester a joined member. A member already listed that
-    brings new keys is rotating: its earlier keys stay valid for ``overlap_ms`` more."""
+    """The next registry: a new region joined, or a member's new keys added (a rotation,
+    its earlier keys valid for ``overlap_ms`` more). A member's status is not changed
+    here; a revoked member stays revoked."""
     members = {m.region: m for m in registry.members}
     old = members.get(request.region)
     if old is None:
         members[request.region] = request.member(now)
+    elif old.status == "revoked":
+        raise ValueError(f"{request.region} was revoked: revocation is final")
     else:
         members[request.region] = old.model_copy(update={
             "sign_keys": _rotated(old.sign_keys, request.sign_key, now + overlap_ms),
             "encrypt_keys": _rotated(old.encrypt_keys, request.encrypt_key, now + overlap_ms),
-            "status": "joined", "status_at": now, "contact": request.contact,
-            "nats_account": request.nats_account or old.nats_account})
+            "contact": request.contact, "nats_account": request.nats_account or old.nats_account})
     return _next(registry, members, now)
 
 
@@ -105,8 +121,15 @@ def with_status(registry: CircleRegistry, region: str, status: str, now: int) ->
         raise LookupError(f"{region} is not a member")
     if region == registry.convener:
         raise ValueError("the convener cannot change its own status")
+    if members[region].status == "revoked":
+        raise ValueError(f"{region} was revoked: revocation is final")
     members[region] = members[region].model_copy(update={"status": status, "status_at": now})
     return _next(registry, members, now)
+
+
+def reissued(registry: CircleRegistry, now: int) -> CircleRegistry:
+    """The same members under the next version, issued now (registries age out)."""
+    return _next(registry, {m.region: m for m in registry.members}, now)
 
 
 def _next(registry: CircleRegistry, members: dict[str, Member], now: int) -> CircleRegistry:
@@ -116,10 +139,11 @@ def _next(registry: CircleRegistry, members: dict[str, Member], now: int) -> Cir
 
 
 def _rotated(keys: tuple[MemberKey, ...], new: MemberKey, old_until: int) -> tuple[MemberKey, ...]:
-    """The new key added; each earlier one ends at ``old_until`` (or sooner, as it was).
-    At most four are kept, the newest."""
+    """The new key added; each earlier one ends at ``old_until`` (or sooner, as it was)
+    and stays listed, so what it signed still verifies."""
     if any(k.key == new.key for k in keys):
         return keys
-    ended = tuple(k.model_copy(update={"valid_until": min(k.valid_until or old_until, old_until)})
-                  for k in keys if (k.valid_until or old_until) > k.valid_from)
-    return (*ended, new)[-4:]
+    ended = tuple(k.model_copy(update={"valid_until": max(k.valid_from + 1,
+                                                          min(k.valid_until or old_until, old_until))})
+                  for k in keys)
+    return (*ended, new)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from loopback import T0
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from protocol import examples as ex
 from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, MemberKey, SignedRegistry
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
-from receipts.circle import approve, check_registry, key_records, sign_registry, with_status
+from receipts.circle import approve, check_registry, key_records, sign_join, sign_registry, with_status
 
 CONVENER, H, C = "370100", "410100", "510100"
 KEYS = {region: NodeKeys.generate(region) for region in (CONVENER, H, C)}
@@ -274,7 +275,8 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         await _until(lambda: set(convener.requests) == {W, C})
         assert "待审批 / waiting: 510100 成都市" in await tongban("status", "--node", address(CONVENER))
         await tongban("refuse", C, "--reason", "材料不全", "--node", address(CONVENER))
-        assert "已同意" in await tongban("approve", W, "--node", address(CONVENER))
+        assert "已同意" in await tongban("approve", W, "--key", KEYS[W].sign_key_id, "--node",
+                                       address(CONVENER))
         for region in (CONVENER, W):  # the newcomer is a member everywhere, at once
             await _until(lambda r=region: nodes[r].circle.current is not None  # type: ignore[union-attr]
                          and nodes[r].circle.current.member(W) is not None)  # type: ignore[union-attr]
@@ -286,7 +288,7 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         # Asked again, and admitted: the member before it trusts it without a restart.
         await tongban("request-join", "--contact-name", "值班员", "--node", address(C))
         await _until(lambda: C in convener.requests)
-        await tongban("approve", C, "--node", address(CONVENER))
+        await tongban("approve", C, "--key", KEYS[C].sign_key_id, "--node", address(CONVENER))
         await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
                      and nodes[W].circle.current.member(C) is not None)  # type: ignore[union-attr]
         assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, wall_clock_ms(),
@@ -308,6 +310,31 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
                      and nodes[W].circle.current.version == 5)  # type: ignore[union-attr]
         later = wall_clock_ms()
         assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, later, now=later)
+        # Someone else filing "new keys" for a member: not even put before the convener.
+        thief = NodeKeys.generate(W)
+        forged = nodes[W].circle.join_request(Contact(name="假冒"))  # type: ignore[union-attr]
+        request = forged.request.model_copy(update={
+            "sign_key": MemberKey(key=thief.sign_key_id, public=thief.sign_public, valid_from=later),
+            "encrypt_key": MemberKey(key=thief.encrypt_key_id, public=thief.encrypt_public,
+                                     valid_from=later)})
+        unendorsed = sign_join(BatchSigner(thief.signing, thief.sign_key_id), request)
+        await nodes[W].transport.put_values(CIRCLE_BUCKET, [(f"join.{W}",
+                                                               unendorsed.canonical_bytes)])
+        await _until(lambda: any("endorsement" in r for r in convener.refused))
+        assert W not in convener.requests
+        async with aiohttp.ClientSession() as http:
+            api = address(CONVENER)
+            async with http.post(f"{api}/api/circle/members/{C}/revoke", data="x",
+                                 headers={"Content-Type": "text/plain"}) as response:
+                assert response.status == 415  # no form post from another site
+            async with http.post(f"{api}/api/circle/members/{C}/revoke", json={}) as response:
+                assert response.status == 200
+            async with http.post(f"{api}/api/circle/members/{C}/reinstate", json={}) as response:
+                assert response.status == 422  # revocation is final
+                assert "final" in (await response.json())["en"]
+            async with http.post(f"{api}/api/circle/requests/{C}/approve",
+                                 json={"key": "ed25519:0000000000000000"}) as response:
+                assert response.status == 404
 
 
 @contextlib.asynccontextmanager
@@ -359,3 +386,21 @@ def test_the_convener_cannot_suspend_itself_nor_a_stranger() -> None:
         with_status(registry(), CONVENER, "suspended", T0)
     with pytest.raises(LookupError, match="not a member"):
         with_status(registry(), "620100", "suspended", T0)
+
+
+async def test_an_old_registry_is_refused_as_a_possible_replay(tmp_path: Path) -> None:
+    KEYS[CONVENER].save(tmp_path / "convener", valid_from=T0 - 365 * DAY)
+    KEYS[C].save(tmp_path / C / "keys", valid_from=0)
+    config = parse_config({
+        "region": C, "name": "成都市", "data_dir": str(tmp_path / C),
+        "circle": {"id": "huanghe-2026", "convener": CONVENER, "registry_max_age_days": 30,
+                   "anchor": str(tmp_path / "convener" / "public.json")}}, base=tmp_path, environ={})
+    node = Node(config, clock=lambda: T0 + 31 * DAY)
+    assert node.circle is not None
+    with pytest.raises(ValueError, match="older than 30 days"):
+        node.circle._adopt(signed(registry()).canonical_bytes)
+    fresh = registry().model_copy(update={"issued_at": T0 + 30 * DAY})
+    node.circle._adopt(signed(fresh).canonical_bytes)
+    assert node.circle.current is not None
+    await node.store.close()
+    node.catalog.index.close()
