@@ -73,19 +73,11 @@ class Circle:
                  signer: BatchSigner) -> None:
         self.config = config
         self.own = own
-        self.signer = signer
-        #: Join requests waiting for the convener's decision, by region (convener only).
-        self.requests: dict[str, JoinRequest] = {}
-        #: Decisions taken here: (region, "approved" | "refused" | a status, reason, at).
-        self.decisions: list[tuple[str, str, str, int]] = []
-        self._issuing = asyncio.Lock()  # one new registry version at a time
-        self._held: bytes | None = None  # the adopted registry as it came
-        #: Set once the bucket's values present at start were all seen (inbox waits).
-        self.caught_up = asyncio.Event()
-        self.keys = keys
+        self.keys = keys  # the node's key registry, replaced in place by each registry
         self.transport = transport
         self.clock = clock
         self.saved = saved
+        self.signer = signer
         try:
             self.anchor = KeyRegistry(records_from_public_json(
                 json.loads(config.anchor.read_text(encoding="utf-8"))))
@@ -93,9 +85,17 @@ class Circle:
             raise ConfigError(f"通办圈牵头单位的公钥无法读取 / circle.anchor {config.anchor} is not "
                               f"the convener's public.json: {exc}") from exc
         self.current: CircleRegistry | None = None
-        self._refused: dict[str, None] = {}  # an ordered set: the same refusal is kept once
+        self._held: bytes | None = None  # the adopted registry as it came
+        #: Set once the bucket's values present at start were all seen (the inbox waits).
+        self.caught_up = asyncio.Event()
         #: Called after a newer registry was adopted (the catalog checks again what it refused).
         self.observers: list[Callable[[CircleRegistry], None]] = []
+        #: Join requests waiting for the convener's decision, by region (convener only).
+        self.requests: dict[str, JoinRequest] = {}
+        #: Decisions taken here: (region, "approved" | "refused" | a status, reason, at).
+        self.decisions: list[tuple[str, str, str, int]] = []
+        self._issuing = asyncio.Lock()  # one new registry version at a time
+        self._refused: dict[str, None] = {}  # an ordered set: the same refusal is kept once
         self.keys.replace(self._with_own([]))
         if saved.exists():
             try:
