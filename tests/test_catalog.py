@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +13,9 @@ import msgpack
 import pytest
 
 from config import parse_config
-from node.app import Node
 from node.catalog import CatalogConflict
 from node.engine import Command
 from node.natsd import EmbeddedNats
-from node.serve import serve
 from node.transport import CATALOG_BUCKET
 from protocol import bodies as b
 from protocol import examples as ex
@@ -30,6 +27,7 @@ from receipts import BatchSigner, NodeKeys
 from receipts.catalog import sign_entries
 from routing.catalog_files import write_catalog_csv
 from tests.cluster import free_port
+from tests.serving import serving, until
 
 H, C = "370100", "410100"  # the publishing (handling) region, the window (collecting) region
 AUTHORITY = "11370100MB2851740" + credit_check_char("11370100MB2851740")
@@ -66,27 +64,6 @@ def _config(base: Path, region: str, peer: str, catalog: Path | None) -> Any:
     }, base=base, environ={})
 
 
-@contextlib.asynccontextmanager
-async def _running(base: Path, url: str, config: Any) -> AsyncIterator[Node]:
-    """A node with its web API; ``node.address`` is where the API listens."""
-    stop = asyncio.Event()
-    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
-
-    async def ready(node: Node, address: str) -> None:
-        node.address = address  # type: ignore[attr-defined]
-        started.set_result(node)
-
-    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
-    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        await task  # raises the start-up error
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await task
-
-
 @pytest.fixture
 async def circle(tmp_path: Path) -> AsyncIterator[tuple[Path, EmbeddedNats]]:
     for region in (H, C):
@@ -96,19 +73,12 @@ async def circle(tmp_path: Path) -> AsyncIterator[tuple[Path, EmbeddedNats]]:
         yield tmp_path, server
 
 
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_partners_catalog_is_indexed_and_searchable_in_chinese(circle: tuple[Path, EmbeddedNats],
                                                                        ) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")), \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")), \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         found = window.catalog.search
 
         def codes(query: str, **filters: Any) -> list[str]:
@@ -132,18 +102,18 @@ async def test_a_partners_catalog_is_indexed_and_searchable_in_chinese(circle: t
 async def test_versions_stay_resolvable_and_withdrawal_leaves_search(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         changed = HUKOU.model_copy(update={"version": 2, "conditions": "申请人在本市有合法稳定就业。"})
         assert await handling.catalog.publish([changed, MEDICAL]) == [changed]  # MEDICAL unchanged
-        await _until(lambda: window.catalog.search("合法稳定就业") != [])
+        await until(lambda: window.catalog.search("合法稳定就业") != [])
         assert window.catalog.search("迁移")[0]["version"] == 2
         assert window.catalog.search("合法稳定住所") == []
         assert window.catalog.entry(H, HUKOU.code, 1) == HUKOU  # pinned applications resolve
         withdrawn = changed.model_copy(update={"version": 4, "status": "withdrawn"})
         await handling.catalog.publish([withdrawn])
-        await _until(lambda: window.catalog.search("迁移") == [])
+        await until(lambda: window.catalog.search("迁移") == [])
         assert window.catalog.entry(H, HUKOU.code, 2) == changed
         assert window.catalog.entry(H, HUKOU.code) == withdrawn
         assert [v for v, _ in window.catalog.index.versions(H, HUKOU.code)] == [1, 2, 4]
@@ -156,9 +126,9 @@ async def test_versions_stay_resolvable_and_withdrawal_leaves_search(
 async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         rogue = NodeKeys.generate(H)  # a key nobody registered for 370100
         forged = HUKOU.model_copy(update={"version": 9, "name": "户口迁移（伪造）"})
         [record] = sign_entries(BatchSigner(rogue.signing, rogue.sign_key_id), [forged])
@@ -167,7 +137,7 @@ async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
         [moved] = sign_entries(handling.postmaster.signer, [MEDICAL])
         await handling.transport.put_values(CATALOG_BUCKET, [(HUKOU.key, moved.canonical_bytes)])
         await handling.transport.put_values(CATALOG_BUCKET, [(f"{H}.not-canonical", b"\xc1")])
-        await _until(lambda: window.catalog.index.counts()["rejected"] >= 3)
+        await until(lambda: window.catalog.index.counts()["rejected"] >= 3)
         reasons = {r["reason"].split(":")[0] for r in window.catalog.index.rejections()}
         assert reasons == {"unknown_key", "invalid_field", "malformed"}
         assert window.catalog.search("伪造") == []
@@ -177,8 +147,8 @@ async def test_entries_not_signed_by_the_region_are_ignored_and_reported(
 async def test_applications_are_decided_under_the_pinned_catalog_entry(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
         assert await window.catalog.wait_for_region(H, timeout=10)
         now = window.clock()
         application = window.catalog.sample_application(H, now, "ZZ-TEST-1")
@@ -193,8 +163,8 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
             assert collected.case_id is not None
             await window.command(Command(collected.case_id, "submit"))
             cases.append(collected.case_id)
-        await _until(lambda: (window.store.case_row(cases[0]) or {}).get("state") == "outcome_received")
-        await _until(lambda: {"unknown_matter", "invalid_field"} <= {
+        await until(lambda: (window.store.case_row(cases[0]) or {}).get("state") == "outcome_received")
+        await until(lambda: {"unknown_matter", "invalid_field"} <= {
             r["code"] for r in window.store.rejections()})
         assert handling.store.case_row(cases[1]) is None  # nothing opened for either
         assert handling.store.case_row(cases[2]) is None
@@ -206,13 +176,13 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
         # version 1 is still decided under version 1.
         await handling.catalog.publish([HUKOU.model_copy(update={
             "version": 2, "promised_limit": TimeLimit(days=15)})])
-        await _until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
+        await until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
         pinned = application.model_copy(update={"window": application.window.model_copy(
             update={"window_no": "ZZ-TEST-4"})})
         collected = await window.command(Command(None, "collect", pinned, peer=H))
         assert collected.case_id is not None
         await window.command(Command(collected.case_id, "submit"))
-        await _until(lambda: handling.store.case_snapshot(collected.case_id or "") is not None)
+        await until(lambda: handling.store.case_snapshot(collected.case_id or "") is not None)
         assert (handling.store.case_snapshot(collected.case_id) or {})["promise_days"] == 10
         fresh = window.catalog.sample_application(H, window.clock(), "ZZ-TEST-5")
         assert fresh.matter.version == 2  # a new application is filled against the newest
@@ -230,9 +200,9 @@ async def _tongban(*args: str) -> tuple[int, str, str]:
 async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")), \
-            _running(base, server.url, _config(base, C, H, None)) as window, aiohttp.ClientSession() as http:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")), \
+            serving(server.url, _config(base, C, H, None)) as window, aiohttp.ClientSession() as http:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         api = window.address  # type: ignore[attr-defined]
 
         async def get(path: str, status: int = 200) -> Any:
@@ -277,9 +247,9 @@ async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
 
 async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path: Path) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         code, out, _ = await _tongban("catalog", "search", "户口迁移", "--node", window.address)  # type: ignore[attr-defined]
         assert code == 0
         assert HUKOU.name in out
@@ -300,7 +270,7 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
                                         "--node", handling.address)  # type: ignore[attr-defined]
         assert code == 0, err
         assert "新发布 1 个" in out
-        await _until(lambda: [v for v, _ in window.catalog.index.versions(H, HUKOU.code)] == [1, 2])
+        await until(lambda: [v for v, _ in window.catalog.index.versions(H, HUKOU.code)] == [1, 2])
         # A bad catalog: every problem is named, nothing is published.
         matters.write_text(matters.read_text(encoding="utf-8").replace(",07,", ",99,"), encoding="utf-8")
         for command in (("import", str(tmp_path / "csv"), "--region", H),
@@ -320,11 +290,11 @@ async def test_a_restarted_node_and_a_restarted_server_lose_nothing(tmp_path: Pa
     await server.start()
     try:
         window_config = _config(tmp_path, C, H, None)
-        async with _running(tmp_path, server.url, _config(tmp_path, H, C, tmp_path / "catalog")) \
+        async with serving(server.url, _config(tmp_path, H, C, tmp_path / "catalog")) \
                 as handling:
-            async with _running(tmp_path, server.url, window_config) as window:
-                await _until(lambda: window.catalog.index.counts()["matters"] == 2)
-            async with _running(tmp_path, server.url, window_config) as window:  # restarted
+            async with serving(server.url, window_config) as window:
+                await until(lambda: window.catalog.index.counts()["matters"] == 2)
+            async with serving(server.url, window_config) as window:  # restarted
                 await window.catalog.caught_up.wait()
                 assert window.catalog.index.counts() == {"entries": 2, "matters": 2, "texts": 2,
                                                          "rejected": 0}
@@ -332,9 +302,9 @@ async def test_a_restarted_node_and_a_restarted_server_lose_nothing(tmp_path: Pa
                 await asyncio.sleep(0.5)
                 await server.start()
                 changed = HUKOU.model_copy(update={"version": 2, "name": "户口迁移（迁入）新版"})
-                await _until(lambda: handling.transport.connected)
+                await until(lambda: handling.transport.connected)
                 await handling.catalog.publish([changed])
-                await _until(lambda: window.catalog.search("新版") != [], timeout=30)
+                await until(lambda: window.catalog.search("新版") != [], timeout=30)
                 assert window.catalog.index.counts()["entries"] == 3
     finally:
         await server.stop()
@@ -345,9 +315,9 @@ async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
     """A member's own signature does not make every field sane: each bad entry is ignored
     and reported, the good ones beside it are indexed, and the node keeps running."""
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         signer = handling.postmaster.signer
         good = entry("0000100003-370100000000-000-A", "出生医学证明补发")
 
@@ -364,7 +334,7 @@ async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
             forged("BAD-MODE", modes=("x;proxy",)), forged("BAD-STATUS", status="zzz"),
             (good.key, sign_entries(signer, [good])[0].canonical_bytes),
             forged("FLOAT", legal_basis=1.5)])
-        await _until(lambda: window.catalog.search("出生医学证明") != [])
+        await until(lambda: window.catalog.search("出生医学证明") != [])
         reasons = {r["key"].split(".", 1)[1]: r["reason"] for r in window.catalog.index.rejections()}
         for code, field in (("BIG-VERSION", "version"), ("BAD-DATE", "effective_to"),
                             ("BAD-MODE", "modes"), ("BAD-STATUS", "status")):
@@ -375,19 +345,19 @@ async def test_malformed_signed_entries_are_refused_without_stopping_the_node(
             f"{H}.FLOAT"]
         # The same bad value again only counts up.
         await handling.transport.put_values(CATALOG_BUCKET, [forged("BAD-STATUS", status="zzz")])
-        await _until(lambda: any(r["times"] == 2 for r in window.catalog.index.rejections()))
+        await until(lambda: any(r["times"] == 2 for r in window.catalog.index.rejections()))
 
 
 async def test_a_version_published_ahead_of_its_date_waits_for_it(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
-    async with _running(base, server.url, _config(base, H, C, base / "catalog")) as handling, \
-            _running(base, server.url, _config(base, C, H, None)) as window:
-        await _until(lambda: window.catalog.index.counts()["matters"] == 2)
+    async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
+            serving(server.url, _config(base, C, H, None)) as window:
+        await until(lambda: window.catalog.index.counts()["matters"] == 2)
         later = HUKOU.model_copy(update={"version": 2, "name": "户口迁移（迁入）2030版",
                                          "effective_from": "2030-01-01"})
         await handling.catalog.publish([later])
-        await _until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
+        await until(lambda: len(window.catalog.index.versions(H, HUKOU.code)) == 2)
         [hit] = window.catalog.search("迁移")
         assert hit["version"] == 1  # the version in force today
         assert window.catalog.entry(H, HUKOU.code) == HUKOU
@@ -399,4 +369,4 @@ async def test_a_version_published_ahead_of_its_date_waits_for_it(
         collected = await window.command(Command(None, "collect", early, peer=H))
         assert collected.case_id is not None
         await window.command(Command(collected.case_id, "submit"))
-        await _until(lambda: any("not in force" in r["detail"] for r in handling.store.rejections()))
+        await until(lambda: any("not in force" in r["detail"] for r in handling.store.rejections()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,14 @@ from pydantic import ValidationError
 from config import ConfigError, parse_config
 from node.app import Node, wall_clock_ms
 from node.natsd import EmbeddedNats
-from node.serve import serve
 from node.transport import CIRCLE_BUCKET
 from protocol import Reason, RemoteProtocolError
 from protocol import examples as ex
-from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, MemberKey, SignedRegistry
+from protocol.circle import CircleRegistry, Contact, Member, MemberKey, SignedRegistry
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
-from receipts.circle import approve, check_registry, key_records, sign_join, sign_registry, with_status
+from receipts.circle import check_registry, key_records, sign_join, sign_registry
+from tests.serving import serving, until
 
 CONVENER, H, C = "370100", "410100", "510100"
 KEYS = {region: NodeKeys.generate(region) for region in (CONVENER, H, C)}
@@ -161,11 +160,11 @@ async def test_a_node_adopts_newer_registries_live_and_keeps_the_last_one(tmp_pa
         await node.ready.wait()
         assert node.circle is not None
         await node.circle.publish(signed(registry(version=1)).canonical_bytes)
-        await _until(lambda: node.circle is not None and node.circle.current is not None)
+        await until(lambda: node.circle is not None and node.circle.current is not None)
         assert node.registry.signing_key(KEYS[H].sign_key_id, H, now, now=now)
         suspended = registry(version=2, **{H: member(H, status="suspended", status_at=now - 1000)})
         await node.circle.publish(signed(suspended).canonical_bytes)
-        await _until(lambda: node.circle is not None and node.circle.current is not None
+        await until(lambda: node.circle is not None and node.circle.current is not None
                      and node.circle.current.version == 2)
         assert _reason(lambda: node.registry.signing_key(KEYS[H].sign_key_id, H, now, now=now)) == \
             Reason.KEY_NOT_VALID
@@ -173,7 +172,7 @@ async def test_a_node_adopts_newer_registries_live_and_keeps_the_last_one(tmp_pa
             await node.circle.publish(signed(registry(version=3), by=H).canonical_bytes)
         forged = signed(registry(version=3), by=H).canonical_bytes
         await node.transport.put_values(CIRCLE_BUCKET, [("registry", forged)])
-        await _until(lambda: node.circle is not None and node.circle.refused != [])
+        await until(lambda: node.circle is not None and node.circle.refused != [])
         assert node.circle.current is not None
         assert node.circle.current.version == 2
         stop.set()
@@ -195,13 +194,6 @@ def test_a_missing_anchor_is_a_clear_configuration_error(tmp_path: Path) -> None
         base=tmp_path, environ={})
     with pytest.raises(ConfigError, match=r"circle\.anchor"):
         Node(config)
-
-
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def _circle_config(base: Path, region: str, catalog: Path | None = None) -> Any:
@@ -231,7 +223,7 @@ async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_offi
             await convener.ready.wait()
             await window.ready.wait()
             # Not a member yet as far as the window knows: the convener's entries are refused.
-            await _until(lambda: window.catalog.index.rejections() != [])
+            await until(lambda: window.catalog.index.rejections() != [])
             assert window.catalog.index.counts()["entries"] == 0
             assert convener.circle is not None
             wrong = registry(**{C: member(C).model_copy(update={"name": "成都"})})
@@ -239,7 +231,7 @@ async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_offi
                 await convener.circle.publish(signed(wrong).canonical_bytes)
             await convener.circle.publish(signed(registry()).canonical_bytes)
             # Adopted by both; the window looks again at what it refused, and takes it in.
-            await _until(lambda: window.catalog.index.counts()["entries"] == 2)
+            await until(lambda: window.catalog.index.counts()["entries"] == 2)
             assert window.catalog.search(samples[0].name)
         finally:
             stop.set()
@@ -254,7 +246,7 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         KEYS[region].save(tmp_path / region / "keys", valid_from=0)
     async with EmbeddedNats(tmp_path / "nats") as server, contextlib.AsyncExitStack() as stack:
         nodes = {region: await stack.enter_async_context(
-            _serving(server.url, _circle_config(tmp_path, region))) for region in (CONVENER, W, C)}
+            serving(server.url, _circle_config(tmp_path, region))) for region in (CONVENER, W, C)}
 
         async def tongban(*args: str) -> str:
             process = await asyncio.create_subprocess_exec(
@@ -272,13 +264,13 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         for region in (W, C):
             await tongban("request-join", "--contact-name", "值班员", "--contact-phone",
                           "13800000000", "--node", address(region))
-        await _until(lambda: set(convener.requests) == {W, C})
+        await until(lambda: set(convener.requests) == {W, C})
         assert "待审批 / waiting: 510100 成都市" in await tongban("status", "--node", address(CONVENER))
         await tongban("refuse", C, "--reason", "材料不全", "--node", address(CONVENER))
         assert "已同意" in await tongban("approve", W, "--key", KEYS[W].sign_key_id, "--node",
                                        address(CONVENER))
         for region in (CONVENER, W):  # the newcomer is a member everywhere, at once
-            await _until(lambda r=region: nodes[r].circle.current is not None  # type: ignore[union-attr]
+            await until(lambda r=region: nodes[r].circle.current is not None  # type: ignore[union-attr]
                          and nodes[r].circle.current.member(W) is not None)  # type: ignore[union-attr]
         assert nodes[CONVENER].registry.signing_key(KEYS[W].sign_key_id, W, wall_clock_ms(),
                                                     now=wall_clock_ms())
@@ -287,9 +279,9 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         assert [d[:3] for d in convener.decisions] == [(C, "refused", "材料不全"), (W, "approved", "")]
         # Asked again, and admitted: the member before it trusts it without a restart.
         await tongban("request-join", "--contact-name", "值班员", "--node", address(C))
-        await _until(lambda: C in convener.requests)
+        await until(lambda: C in convener.requests)
         await tongban("approve", C, "--key", KEYS[C].sign_key_id, "--node", address(CONVENER))
-        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+        await until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
                      and nodes[W].circle.current.member(C) is not None)  # type: ignore[union-attr]
         assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, wall_clock_ms(),
                                              now=wall_clock_ms())
@@ -299,14 +291,14 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         # Suspended: nothing new from it is accepted, at once; what it signed before still is.
         before = wall_clock_ms()
         await tongban("suspend", C, "--node", address(CONVENER))
-        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+        await until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
                      and nodes[W].circle.current.version == 4)  # type: ignore[union-attr]
         now = wall_clock_ms()
         assert _reason(lambda: nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, now,
                                                              now=now)) == Reason.KEY_NOT_VALID
         assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, before - 1)
         await tongban("reinstate", C, "--node", address(CONVENER))
-        await _until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
+        await until(lambda: nodes[W].circle.current is not None  # type: ignore[union-attr]
                      and nodes[W].circle.current.version == 5)  # type: ignore[union-attr]
         later = wall_clock_ms()
         assert nodes[W].registry.signing_key(KEYS[C].sign_key_id, C, later, now=later)
@@ -320,7 +312,7 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
         unendorsed = sign_join(BatchSigner(thief.signing, thief.sign_key_id), request)
         await nodes[W].transport.put_values(CIRCLE_BUCKET, [(f"join.{W}",
                                                                unendorsed.canonical_bytes)])
-        await _until(lambda: any("endorsement" in r for r in convener.refused))
+        await until(lambda: any("endorsement" in r for r in convener.refused))
         assert W not in convener.requests
         async with aiohttp.ClientSession() as http:
             api = address(CONVENER)
@@ -335,72 +327,3 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
             async with http.post(f"{api}/api/circle/requests/{C}/approve",
                                  json={"key": "ed25519:0000000000000000"}) as response:
                 assert response.status == 404
-
-
-@contextlib.asynccontextmanager
-async def _serving(url: str, config: Any) -> AsyncIterator[Node]:
-    stop = asyncio.Event()
-    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
-
-    async def ready(node: Node, address: str) -> None:
-        node.address = address  # type: ignore[attr-defined]
-        started.set_result(node)
-
-    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
-    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        await task
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await task
-
-
-def test_a_member_bringing_new_keys_rotates_with_an_overlap() -> None:
-    new = NodeKeys.generate(H)
-    request = JoinRequest(
-        circle="huanghe-2026", region=H, name="郑州市", node_id=f"tb-{H}",
-        sign_key=MemberKey(key=new.sign_key_id, public=new.sign_public, valid_from=T0),
-        encrypt_key=MemberKey(key=new.encrypt_key_id, public=new.encrypt_public, valid_from=T0),
-        contact=Contact(name="运维值班"), requested_at=T0)
-    rotated = approve(registry(), request, T0, overlap_ms=7 * DAY)
-    assert rotated.version == 2
-    keys = KeyRegistry(key_records(rotated.members))
-    old = KEYS[H].sign_key_id
-    assert keys.signing_key(old, H, T0 + DAY, now=T0 + DAY)  # the overlap: both keys
-    assert keys.signing_key(new.sign_key_id, H, T0 + DAY, now=T0 + DAY)
-    assert _reason(lambda: keys.signing_key(old, H, T0 + 8 * DAY, now=T0 + 8 * DAY)) == \
-        Reason.KEY_NOT_VALID
-    assert keys.signing_key(old, H, T0 - DAY)  # receipts signed before still verify
-    assert keys.encryption_key(H, T0 + DAY)[0] == new.encrypt_key_id  # new messages: the new key
-    again = approve(rotated, request, T0 + DAY, overlap_ms=7 * DAY).member(H)  # the same request
-    first = rotated.member(H)
-    assert again is not None
-    assert first is not None
-    assert again.sign_keys == first.sign_keys  # no further change to the keys
-
-
-def test_the_convener_cannot_suspend_itself_nor_a_stranger() -> None:
-    with pytest.raises(ValueError, match="its own status"):
-        with_status(registry(), CONVENER, "suspended", T0)
-    with pytest.raises(LookupError, match="not a member"):
-        with_status(registry(), "620100", "suspended", T0)
-
-
-async def test_an_old_registry_is_refused_as_a_possible_replay(tmp_path: Path) -> None:
-    KEYS[CONVENER].save(tmp_path / "convener", valid_from=T0 - 365 * DAY)
-    KEYS[C].save(tmp_path / C / "keys", valid_from=0)
-    config = parse_config({
-        "region": C, "name": "成都市", "data_dir": str(tmp_path / C),
-        "circle": {"id": "huanghe-2026", "convener": CONVENER, "registry_max_age_days": 30,
-                   "anchor": str(tmp_path / "convener" / "public.json")}}, base=tmp_path, environ={})
-    node = Node(config, clock=lambda: T0 + 31 * DAY)
-    assert node.circle is not None
-    with pytest.raises(ValueError, match="older than 30 days"):
-        node.circle._adopt(signed(registry()).canonical_bytes)
-    fresh = registry().model_copy(update={"issued_at": T0 + 30 * DAY})
-    node.circle._adopt(signed(fresh).canonical_bytes)
-    assert node.circle.current is not None
-    await node.store.close()
-    node.catalog.index.close()

@@ -1,0 +1,42 @@
+"""In-process nodes for tests: one with its web API, and waiting for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from node.app import Node
+from node.serve import serve
+
+__all__ = ["serving", "until"]
+
+
+@contextlib.asynccontextmanager
+async def serving(url: str, config: Any) -> AsyncIterator[Node]:
+    """``node.address`` is where its API listens; a start-up error is raised here."""
+    stop = asyncio.Event()
+    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
+
+    async def ready(node: Node, address: str) -> None:
+        node.address = address  # type: ignore[attr-defined]
+        started.set_result(node)
+
+    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
+    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        await task
+    try:
+        yield started.result()
+    finally:
+        stop.set()
+        await task
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
