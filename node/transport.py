@@ -386,8 +386,14 @@ class NatsTransport:
             try:
                 await self._follow(sub, bucket, handle, started)
             finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                # Bounded, and not awaited past its time: an unsubscribe right after a
+                # fetch was cancelled (the node stopping) must not hold the shutdown.
+                leaving = asyncio.ensure_future(sub.unsubscribe())
+                await asyncio.wait({leaving}, timeout=2.0)
+                if not leaving.done():
+                    leaving.cancel()
+                elif not leaving.cancelled() and leaving.exception() is not None:
+                    log.debug("unsubscribe from %s: %s", bucket, leaving.exception())
             log.info("watch of %s starts again", bucket)
 
     async def _follow(self, sub: Any, bucket: str,

@@ -88,7 +88,7 @@ def check_join(signed: SignedJoinRequest, *, circle: str, members: KeyRegistry |
     if known:
         assert members is not None
         if signed.endorsement is None:
-            raise RemoteProtocolError(Reason.NOT_AUTHORISED, f"{request.region} is a member: new "
+            raise RemoteProtocolError(Reason.BAD_SIGNATURE, f"{request.region} is a member: new "
                                       f"keys need an endorsement by one of its current keys")
         public = members.signing_key(signed.endorsement.key, request.region, now, now=now)
         checker.check(join_digest(request), signed.endorsement, public)

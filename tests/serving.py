@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +32,12 @@ async def serving(url: str, config: Any) -> AsyncIterator[Node]:
         yield started.result()
     finally:
         stop.set()
-        await task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except TimeoutError:  # say what is stuck instead of hanging the suite
+            for stuck in asyncio.all_tasks():
+                stuck.print_stack(file=sys.stderr)
+            raise
 
 
 async def until(condition: Any, timeout: float = 10.0) -> None:

@@ -19,10 +19,10 @@ from node.natsd import EmbeddedNats
 from node.transport import CIRCLE_BUCKET
 from protocol import Reason, RemoteProtocolError
 from protocol import examples as ex
-from protocol.circle import CircleRegistry, Contact, Member, MemberKey, SignedRegistry
+from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, MemberKey, SignedRegistry
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
-from receipts.circle import check_registry, key_records, sign_join, sign_registry
+from receipts.circle import approve, check_registry, key_records, sign_join, sign_registry, with_status
 from tests.serving import serving, until
 
 CONVENER, H, C = "370100", "410100", "510100"
@@ -235,7 +235,12 @@ async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_offi
             assert window.catalog.search(samples[0].name)
         finally:
             stop.set()
-            await asyncio.gather(*runs)
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*runs)), 30)
+            except TimeoutError:  # say what is stuck instead of hanging the suite
+                for stuck in asyncio.all_tasks():
+                    stuck.print_stack(file=sys.stderr)
+                raise
 
 
 async def test_regions_join_through_the_convener_and_every_node_takes_them_in_live(
@@ -327,3 +332,52 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
             async with http.post(f"{api}/api/circle/requests/{C}/approve",
                                  json={"key": "ed25519:0000000000000000"}) as response:
                 assert response.status == 404
+
+
+def test_a_member_bringing_new_keys_rotates_with_an_overlap() -> None:
+    new = NodeKeys.generate(H)
+    request = JoinRequest(
+        circle="huanghe-2026", region=H, name="郑州市", node_id=f"tb-{H}",
+        sign_key=MemberKey(key=new.sign_key_id, public=new.sign_public, valid_from=T0),
+        encrypt_key=MemberKey(key=new.encrypt_key_id, public=new.encrypt_public, valid_from=T0),
+        contact=Contact(name="运维值班"), requested_at=T0)
+    rotated = approve(registry(), request, T0, overlap_ms=7 * DAY)
+    assert rotated.version == 2
+    keys = KeyRegistry(key_records(rotated.members))
+    old = KEYS[H].sign_key_id
+    assert keys.signing_key(old, H, T0 + DAY, now=T0 + DAY)  # the overlap: both keys
+    assert keys.signing_key(new.sign_key_id, H, T0 + DAY, now=T0 + DAY)
+    assert _reason(lambda: keys.signing_key(old, H, T0 + 8 * DAY, now=T0 + 8 * DAY)) == \
+        Reason.KEY_NOT_VALID
+    assert keys.signing_key(old, H, T0 - DAY)  # receipts signed before still verify
+    assert keys.encryption_key(H, T0 + DAY)[0] == new.encrypt_key_id  # new messages: the new key
+    again = approve(rotated, request, T0 + DAY, overlap_ms=7 * DAY).member(H)  # the same request
+    first = rotated.member(H)
+    assert again is not None
+    assert first is not None
+    assert again.sign_keys == first.sign_keys  # no further change to the keys
+
+
+def test_the_convener_cannot_suspend_itself_nor_a_stranger() -> None:
+    with pytest.raises(ValueError, match="its own status"):
+        with_status(registry(), CONVENER, "suspended", T0)
+    with pytest.raises(LookupError, match="not a member"):
+        with_status(registry(), "620100", "suspended", T0)
+
+
+async def test_an_old_registry_is_refused_as_a_possible_replay(tmp_path: Path) -> None:
+    KEYS[CONVENER].save(tmp_path / "convener", valid_from=T0 - 365 * DAY)
+    KEYS[C].save(tmp_path / C / "keys", valid_from=0)
+    config = parse_config({
+        "region": C, "name": "成都市", "data_dir": str(tmp_path / C),
+        "circle": {"id": "huanghe-2026", "convener": CONVENER, "registry_max_age_days": 30,
+                   "anchor": str(tmp_path / "convener" / "public.json")}}, base=tmp_path, environ={})
+    node = Node(config, clock=lambda: T0 + 31 * DAY)
+    assert node.circle is not None
+    with pytest.raises(ValueError, match="older than 30 days"):
+        node.circle._adopt(signed(registry()).canonical_bytes)
+    fresh = registry().model_copy(update={"issued_at": T0 + 30 * DAY})
+    node.circle._adopt(signed(fresh).canonical_bytes)
+    assert node.circle.current is not None
+    await node.store.close()
+    node.catalog.index.close()
