@@ -109,14 +109,9 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
                 return error(400, "no_reason", "请写明不予同意的理由", "give the reason for refusing")
             await circle.refuse(region, reason[:500])
             return web.json_response({"region": region, "refused": True})
-        except PermissionError as exc:
-            return error(403, "not_convener", "只有牵头单位可以审批加入申请", str(exc))
-        except LookupError as exc:
-            return error(404, "no_request", "没有该地区待审批的加入申请", str(exc))
-        except (ProtocolError, ValueError) as exc:
-            return error(422, "bad_registry", "名册未能发布", str(exc)[:500])
-        except ConnectionError as exc:
-            return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+        except (PermissionError, LookupError, ProtocolError, ValueError, ConnectionError) as exc:
+            return _refusal(exc, "只有牵头单位可以审批加入申请", "no_request",
+                            "没有该地区待审批的加入申请")
 
     async def member_status(request: web.Request) -> web.Response:
         circle = circle_of(request)
@@ -130,14 +125,8 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
                   "reinstate": "joined"}[request.match_info["action"]]
         try:
             registry = await circle.set_status(region, status)
-        except PermissionError as exc:
-            return error(403, "not_convener", "只有牵头单位可以变更成员状态", str(exc))
-        except LookupError as exc:
-            return error(404, "no_member", "该地区不是通办圈成员", str(exc))
-        except (ProtocolError, ValueError) as exc:
-            return error(422, "bad_registry", "名册未能发布", str(exc)[:500])
-        except ConnectionError as exc:
-            return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+        except (PermissionError, LookupError, ProtocolError, ValueError, ConnectionError) as exc:
+            return _refusal(exc, "只有牵头单位可以变更成员状态", "no_member", "该地区不是通办圈成员")
         return web.json_response({"region": region, "status": status, "version": registry.version})
 
     app.router.add_get("/api/circle", show)
@@ -145,3 +134,14 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
                         member_status)
     app.router.add_post("/api/circle/join", join)
     app.router.add_post(r"/api/circle/requests/{region}/{decision:approve|refuse}", decide)
+
+
+def _refusal(exc: Exception, not_convener_zh: str, missing: str, missing_zh: str) -> web.Response:
+    """The answer to a convener action that could not be done."""
+    if isinstance(exc, PermissionError):
+        return error(403, "not_convener", not_convener_zh, str(exc))
+    if isinstance(exc, LookupError):
+        return error(404, missing, missing_zh, str(exc))
+    if isinstance(exc, ConnectionError):
+        return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
+    return error(422, "bad_registry", "名册未能发布", str(exc)[:500])

@@ -11,7 +11,7 @@ from typing import Any
 from node.app import Node
 from node.serve import serve
 
-__all__ = ["serving", "until"]
+__all__ = ["serving", "stopped", "until"]
 
 
 @contextlib.asynccontextmanager
@@ -32,12 +32,18 @@ async def serving(url: str, config: Any) -> AsyncIterator[Node]:
         yield started.result()
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), 30)
-        except TimeoutError:  # say what is stuck instead of hanging the suite
-            for stuck in asyncio.all_tasks():
-                stuck.print_stack(file=sys.stderr)
-            raise
+        await stopped(task)
+
+
+async def stopped(running: Any, timeout: float = 30.0) -> None:
+    """Await what is stopping; after ``timeout``, print every task that is stuck and fail,
+    instead of hanging the suite."""
+    try:
+        await asyncio.wait_for(asyncio.shield(running), timeout)
+    except TimeoutError:
+        for stuck in asyncio.all_tasks():
+            stuck.print_stack(file=sys.stderr)
+        raise
 
 
 async def until(condition: Any, timeout: float = 10.0) -> None:

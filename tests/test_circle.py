@@ -23,7 +23,7 @@ from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, Member
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
 from receipts.circle import approve, check_registry, key_records, sign_join, sign_registry, with_status
-from tests.serving import serving, until
+from tests.serving import serving, stopped, until
 
 CONVENER, H, C = "370100", "410100", "510100"
 KEYS = {region: NodeKeys.generate(region) for region in (CONVENER, H, C)}
@@ -235,12 +235,7 @@ async def test_joining_the_registry_lets_a_members_catalog_in_and_names_are_offi
             assert window.catalog.search(samples[0].name)
         finally:
             stop.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.gather(*runs)), 30)
-            except TimeoutError:  # say what is stuck instead of hanging the suite
-                for stuck in asyncio.all_tasks():
-                    stuck.print_stack(file=sys.stderr)
-                raise
+            await stopped(asyncio.gather(*runs))
 
 
 async def test_regions_join_through_the_convener_and_every_node_takes_them_in_live(
