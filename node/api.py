@@ -6,6 +6,8 @@ error is JSON ``{"error": code, "zh": ..., "en": ...}`` with a 4xx status.
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 from typing import Any
 
@@ -21,12 +23,15 @@ from node.materials import MaterialTooLarge, material_ref
 from node.store import Changes
 from protocol import Receipt, decode
 from protocol import bodies as b
+from protocol.routes import SignedRouteRefusal
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import receipt_from_fields
 
 __all__ = ["NODE", "make_app"]
 
 NODE = web.AppKey("node", Node)
+_MATTER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")
+_REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -55,13 +60,29 @@ async def create_case(request: web.Request) -> web.Response:
         payload = await request.json()
     except ValueError:
         return error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
-    handling = payload.get("handling") if isinstance(payload, dict) else None
-    if not isinstance(handling, str) or not any(p.region == handling for p in node.config.peers):
-        return error(400, "unknown_region", "办理地不是本节点的通办伙伴",
-                      "the handling region is not a partner of this node")
+    if not isinstance(payload, dict):
+        return error(400, "bad_json", "请求体应为 JSON 对象", "the request body is not a JSON object")
+    code = version = None
+    if "matter" in payload:  # route it: 基本编码 and the applicant's location
+        matter, location = payload.get("matter"), payload.get("location")
+        if not isinstance(matter, str) or not _MATTER.match(matter):
+            return error(400, "bad_matter", "请填写事项的基本编码", "give the matter's basic code")
+        if not isinstance(location, str) or not _REGION.match(location):
+            return error(400, "bad_location", "请填写申请人所在地的行政区划代码（6、9 或 12 位）",
+                          "give the applicant's GB/T 2260 location code (6, 9 or 12 digits)")
+        route = node.route(matter, location)
+        if isinstance(route, SignedRouteRefusal):
+            return _no_route(route)
+        handling, code, version = route.handling, route.code, route.version
+    else:
+        asked = payload.get("handling")
+        if not isinstance(asked, str) or not node.router.reaches(asked):
+            return error(400, "unknown_region", "办理地不是本节点的通办伙伴",
+                          "the handling region is not a partner of this node")
+        handling = asked
     now = node.clock()
     window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
-    application = node.catalog.sample_application(handling, now, window_no)
+    application = node.catalog.sample_application(handling, now, window_no, code, version)
     objects = payload.get("materials", [])
     if objects:
         rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]
@@ -78,9 +99,18 @@ async def create_case(request: web.Request) -> web.Response:
     sent = await node.command(Command(result.case_id, "submit"))
     receipt = result.step.receipt if result.step else None
     return web.json_response({
-        "case_id": result.case_id, "window_no": window_no, "state": sent.step.new_state
-        if sent.step else None,
+        "case_id": result.case_id, "window_no": window_no, "handling": handling,
+        "matter": application.matter.code, "state": sent.step.new_state if sent.step else None,
         "receipt": _receipt_json(receipt) if receipt else None}, status=201)
+
+
+def _no_route(signed: SignedRouteRefusal) -> web.Response:
+    """422 with the node's signed refusal: the window hands it to the applicant."""
+    refusal = signed.refusal
+    return web.json_response({
+        "error": "no_route", "zh": refusal.zh, "en": refusal.en,
+        "refusal": {**refusal.model_dump(mode="json"), "signed": base64.b64encode(
+            signed.canonical_bytes).decode()}}, status=422)
 
 
 async def get_case(request: web.Request) -> web.Response:

@@ -49,10 +49,16 @@ from node.workdays import ChinaCalendar
 from protocol import ProtocolError, decode
 from protocol import bodies as b
 from protocol.calendar import WorkingCalendar
-from receipts import KeyRecord, KeyRegistry, NodeKeys, Postmaster
+from protocol.circle import CircleRegistry
+from protocol.fields import date_of
+from protocol.routes import RouteRefusal, SignedRouteRefusal
+from receipts import KeyRecord, KeyRegistry, Postmaster
 from receipts.errors import KeyFileError
+from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
+from receipts.routes import sign_refusal
 from routing.catalog_files import read_catalog_path
+from routing.router import MemberPath, NoRoute, Offer, Route, Router
 
 __all__ = ["Node", "wall_clock_ms"]
 
@@ -76,9 +82,10 @@ class Node:
         self.config = config
         self.region = config.region
         self.clock = clock
-        self.keys = NodeKeys.load(config.key_path, config.region)
+        # Every pair still of use (a rotation, §13.1): the circle switches it over.
+        self.keys = KeyRing.load(config.key_path, config.region)
         self.registry = KeyRegistry()
-        self.registry.add_node(self.keys, valid_from=0)
+        self.registry.add_node(self.keys.current, valid_from=0)
         if config.circle is None:  # partners' keys as configured, until a circle is
             for peer in config.peers:
                 for record in _peer_keys(peer.region, peer.public):
@@ -90,15 +97,21 @@ class Node:
             max_inflight=config.limits.outbox_inflight, ack_wait_s=config.limits.ack_wait_s)
         self.circle = None if config.circle is None else Circle(  # checks the anchor first
             config.circle, self.keys, self.registry, self.transport, clock,
-            config.data_dir / "circle-registry.bin", self.postmaster.signer)
+            config.data_dir / "circle-registry.bin")
         self.store = Store(config.data_dir / "node.db")
         self.catalog = Catalog(config.region, CatalogIndex(config.data_dir / "catalog.db"),
                                self.transport, self.postmaster, clock)
-        if self.circle is not None:
+        self.router = Router(config.region, self._offers,
+                             lambda: self.catalog.index.generation)
+        if self.circle is None:  # the configured partners, reached directly
+            self.router.set_members({p.region: MemberPath("joined") for p in config.peers})
+        else:
             self.circle.observers.append(self._members_changed)
+            if self.circle.current is not None:
+                self._members_changed(self.circle.current)
         self.engine = Engine(region=config.region, postmaster=self.postmaster, store=self.store,
                              calendar=calendar or ChinaCalendar(fallback=True),
-                             policy=self.catalog.policy)
+                             policy=self.catalog.policy, router=self.router)
         self.departments = [make_department(d, self._department_request)
                             for d in config.departments]
         self._queue: asyncio.Queue[tuple[Incoming | Command, Any]] = asyncio.Queue(
@@ -178,8 +191,25 @@ class Node:
 
     # ------------------------------------------------------------------ workers
 
-    def _members_changed(self, registry: object) -> None:
-        """A newer circle registry: catalog entries refused for their key may be good now."""
+    def route(self, matter: str, location: str) -> Route | SignedRouteRefusal:
+        """The handling region for an application (基本编码 ``matter``, applicant at
+        ``location``), or this node's signed refusal when no member can handle it."""
+        now = self.clock()
+        try:
+            return self.router.route(matter, location, today=date_of(now).isoformat())
+        except NoRoute as exc:
+            log.info("no route for matter %s at %s: %s", matter, location, exc.en)
+            return sign_refusal(self.postmaster.signer, RouteRefusal(
+                collecting=self.region, matter=matter, location=location, mode="proxy",
+                zh=exc.zh, en=exc.en, at=now))
+
+    def _offers(self, basic_code: str) -> list[Offer]:
+        return [Offer(*row) for row in self.catalog.index.offers(basic_code)]
+
+    def _members_changed(self, registry: CircleRegistry) -> None:
+        """A newer circle registry: routes follow its members; catalog entries refused
+        for their key may be good now."""
+        self.router.set_members({m.region: MemberPath(m.status, m.relay) for m in registry.members})
         if self.catalog.refused_for_keys:
             self.catalog.refused_for_keys = False
             self.transport.rewatch(CATALOG_BUCKET)

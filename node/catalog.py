@@ -17,11 +17,19 @@ by the hash of their bytes, before any decoding.
 
 Entries are indexed from their decoded maps (receipts.catalog); the full model is
 validated when an entry is used (``entry``), once, and kept in a small cache.
+
+After a key rotation (docs/protocol.md §13.1) our entries in the bucket are still
+signed with the previous key, which a node stops accepting once the overlap ends:
+a newcomer would ignore them. So whenever our signing key is not the one that
+signed our values in the bucket (told by the key ring at the switch, and found by
+the watch at every start), every version of those entries is signed again with
+the current key and put again, the newest of each matter last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
@@ -35,7 +43,7 @@ from node.transport import CATALOG_BUCKET, CatalogUpdate, Transport
 from protocol import bodies as b
 from protocol import examples as ex
 from protocol.catalog import CatalogEntry, CatalogRecord, FormField, entry_digest
-from protocol.codec import decode
+from protocol.codec import decode, raw_fields
 from protocol.errors import ProtocolError, Reason, RemoteProtocolError
 from protocol.fields import date_of
 from receipts import Postmaster
@@ -71,6 +79,10 @@ class Catalog:
         #: reason to read the bucket again).
         self.refused_for_keys = False
         self._lookups = True
+        #: Our own bucket values: key -> the signing key of the newest one seen.
+        self._own_signers: dict[str, str] = {}
+        self._stale = asyncio.Event()  # our values need signing again (a key switch)
+        postmaster.keys.observers.append(lambda _: self._stale.set())
 
     def __repr__(self) -> str:
         return f"<Catalog {self.region} {self.index.counts()}>"
@@ -125,7 +137,9 @@ class Catalog:
         # receives; a value that comes twice is stored once anyway.
         self._lookups = not self.index.empty()
         try:
-            await self.transport.watch_bucket(CATALOG_BUCKET, self._take)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.transport.watch_bucket(CATALOG_BUCKET, self._take))
+                tasks.create_task(self._sign_again_when_stale())
         finally:
             if self._writing is not None:  # a stopping node finishes its last write
                 await asyncio.shield(self._writing)
@@ -135,6 +149,8 @@ class Catalog:
         rows, keys = [], []
         for key, value in updates:
             region = key.split(".", 1)[0]
+            if region == self.region and value is not None:
+                self._note_own(key, value)
             if value is None:
                 log.warning("catalog entry %s deleted in the bucket: ignored (not signed)", key)
                 await asyncio.to_thread(self.index.reject, key, region, "unsigned deletion "
@@ -167,6 +183,8 @@ class Catalog:
             self._writing = None
         if caught_up:
             self._lookups = True  # from now on, values may be ones we hold (a re-watch)
+            if self._stale_keys():
+                self._stale.set()
         if caught_up and not self.caught_up.is_set():
             log.info("catalog index of %s caught up with the circle", self.region)
             self.caught_up.set()
@@ -184,6 +202,58 @@ class Catalog:
                                             row.region, f"index: {one}", now)
         for observer in self.observers:
             observer(keys)
+
+    # ---------------------------------------------------------------- after a key switch
+
+    def _note_own(self, key: str, value: bytes) -> None:
+        with contextlib.suppress(ProtocolError, KeyError, TypeError):  # refused below, then
+            self._own_signers[key] = str(decode(raw_fields(value)["sig"])["key"])
+
+    def _stale_keys(self) -> list[str]:
+        current = self.postmaster.signer.key
+        return sorted(k for k, signer in self._own_signers.items() if signer != current)
+
+    async def _sign_again_when_stale(self) -> None:
+        while True:
+            await self._stale.wait()
+            self._stale.clear()
+            await self.caught_up.wait()  # all our values seen: we know which are stale
+            try:
+                await self.sign_again()
+            except (ConnectionError, StoreError) as exc:
+                log.warning("catalog not signed again yet (%s); trying again in a minute", exc)
+                await asyncio.sleep(60)
+                self._stale.set()
+
+    async def sign_again(self) -> int:
+        """Sign every version of our entries whose bucket value another (earlier) key
+        signed with the current key, and put them again; returns how many."""
+        async with self._publishing:
+            stale = self._stale_keys()
+            if not stale:
+                return 0
+            signer = self.postmaster.signer
+            older: list[CatalogEntry] = []
+            newest: list[CatalogEntry] = []
+            for key in stale:
+                code = key.split(".", 1)[1]
+                versions = [v for v, _ in self.index.versions(self.region, code)]
+                for version in versions:
+                    data = self.index.record(self.region, code, version)
+                    entry = None if data is None else self._model(key, self.region, data)
+                    if entry is not None:
+                        (newest if version == versions[-1] else older).append(entry)
+            records = sign_entries(signer, older + newest)
+            puts = [(r.entry.key, r.canonical_bytes) for r in records]
+            # The newest version of each matter goes last: it is the key's value then.
+            if older:
+                await self.transport.put_values(CATALOG_BUCKET, puts[:len(older)])
+            await self.transport.put_values(CATALOG_BUCKET, puts[len(older):])
+            for key in stale:
+                self._own_signers[key] = signer.key
+        log.warning("catalog of %s signed again with %s: %d entries (%d versions)", self.region,
+                    signer.key, len(stale), len(records))
+        return len(records)
 
     # ---------------------------------------------------------------- use
 
@@ -237,15 +307,20 @@ class Catalog:
             await asyncio.sleep(0.05)
         return True
 
-    def sample_application(self, handling: str, now: int, window_no: str) -> b.Application:
-        """A sample application (demo, ``tongban submit``) for a matter ``handling``
-        publishes for 异地代收代办, its form filled with plausible values; the protocol's
-        example matter if that region's catalog is not known here."""
+    def sample_application(self, handling: str, now: int, window_no: str,
+                           code: str | None = None, version: int | None = None) -> b.Application:
+        """A sample application (demo, ``tongban submit``) for matter ``code`` of
+        ``handling`` (by default one it publishes for 异地代收代办), its form filled with
+        plausible values; the protocol's example matter if that region's catalog is not
+        known here."""
         application = ex.application(now, window_no=window_no, scans=False)
-        candidates = (self.entry(handling, hit["code"], hit["version"])
-                      for hit in self.search("", regions=(handling,), mode="proxy", limit=50))
-        entry = next((e for e in candidates if e is not None and e.acceptance == "handling_decides"),
-                     None)
+        if code is not None:
+            entry = self.entry(handling, code, version)
+        else:
+            candidates = (self.entry(handling, hit["code"], hit["version"])
+                          for hit in self.search("", regions=(handling,), mode="proxy", limit=50))
+            entry = next((e for e in candidates
+                          if e is not None and e.acceptance == "handling_decides"), None)
         if entry is None:
             return application
         form = tuple(b.FormValue(field=f.name, value=_sample_value(f, now)) for f in entry.form
@@ -301,6 +376,7 @@ def _row(checked: CheckedRecord) -> IndexRow:
                         status=entry["status"], name=entry["name"], matter_type=entry["matter_type"],
                         modes=tuple(str(m) for m in entry["modes"]),
                         effective_from=entry["effective_from"], effective_to=entry.get("effective_to"),
-                        digest=checked.digest, record=checked.record, text=text)
+                        digest=checked.digest, record=checked.record, text=text,
+                        basic_code=entry["basic_code"], scope=entry["scope"])
     except (KeyError, TypeError) as exc:
         raise RemoteProtocolError(Reason.INVALID_FIELD, f"catalog entry: {exc}") from None

@@ -19,6 +19,16 @@ contact, signed with the signing key it brings) in the same bucket under
 ``requests``; its operator approves (the next registry, signed and published, so
 every node takes the newcomer in at once) or refuses (the request is removed).
 Both decisions are kept in ``decisions``.
+
+Rotating keys (docs/protocol.md §13.1): a member whose key folder holds a prepared
+pair (``tongban keys rotate``) asks with those keys, endorsed by its current
+signing key. Each registry adopted is handed to the node's ``KeyRing``: once it
+lists the prepared signing key, the node signs with it from then on (and the ring
+tells its observers: the catalog signs its entries anew); earlier encryption keys
+keep opening messages until their keys ended, plus a grace period, when the pair
+is retired. ``_keep_keys`` asks the ring again every few minutes, since keys end
+with time, not only with a new registry. The convener signs registries with the
+anchor key every node is configured with, whatever pair it signs the rest with.
 """
 
 from __future__ import annotations
@@ -36,9 +46,9 @@ from protocol.circle import (
     CircleRegistry,
     Contact,
     JoinRequest,
+    Member,
     MemberKey,
     SignedJoinRequest,
-    SignedRegistry,
 )
 from protocol.codec import decode
 from protocol.errors import ProtocolError
@@ -48,6 +58,7 @@ from receipts.circle import (
     approve,
     check_join,
     check_registry,
+    decode_registry,
     key_records,
     reissued,
     sign_join,
@@ -55,6 +66,7 @@ from receipts.circle import (
     with_status,
 )
 from receipts.errors import KeyFileError
+from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
 from routing.regions import official_name, unofficial_names
 
@@ -65,19 +77,22 @@ log = logging.getLogger("tongban.circle")
 REGISTRY_KEY = "registry"
 DAY_MS = 86_400_000
 JOIN_PREFIX = "join."
+KEY_CHECK_S = 300  # how often the key ring looks again whether a key ended
 
 
 class Circle:
-    def __init__(self, config: CircleConfig, own: NodeKeys, keys: KeyRegistry,
+    def __init__(self, config: CircleConfig, own: KeyRing | NodeKeys, keys: KeyRegistry,
                  transport: Transport, clock: Callable[[], int], saved: Path,
-                 signer: BatchSigner) -> None:
+                 signer: BatchSigner | None = None) -> None:
+        """``signer`` is not needed any more (the key ring signs, and changes at a
+        rotation); it is accepted so that callers passing one keep working."""
         self.config = config
-        self.own = own
+        # Our key pairs: the current one, earlier ones kept, the prepared one.
+        self.own = own if isinstance(own, KeyRing) else KeyRing.of(own)
         self.keys = keys  # the node's key registry, replaced in place by each registry
         self.transport = transport
         self.clock = clock
         self.saved = saved
-        self.signer = signer
         try:
             self.anchor = KeyRegistry(records_from_public_json(
                 json.loads(config.anchor.read_text(encoding="utf-8"))))
@@ -85,6 +100,7 @@ class Circle:
             raise ConfigError(f"通办圈牵头单位的公钥无法读取 / circle.anchor {config.anchor} is not "
                               f"the convener's public.json: {exc}") from exc
         self.current: CircleRegistry | None = None
+        self._records: dict[Member, list[KeyRecord]] = {}  # of the registry held, by member
         self._held: bytes | None = None  # the adopted registry as it came
         #: Set once the bucket's values present at start were all seen (the inbox waits).
         self.caught_up = asyncio.Event()
@@ -122,8 +138,20 @@ class Circle:
     async def follow(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.transport.watch_bucket(CIRCLE_BUCKET, self._take))
+            tasks.create_task(self._keep_keys())
             if self.convening:
                 tasks.create_task(self._keep_fresh())
+
+    @property
+    def signer(self) -> BatchSigner:
+        """What this node signs circle documents with: the registry, as the convener,
+        with the anchor key every node trusts; anything else with the current key."""
+        if self.convening:
+            anchor = next((r.key_id for r in self.anchor.records() if r.purpose == "sign"), "")
+            held = self.own.signer_for(anchor)
+            if held is not None:
+                return held
+        return self.own.signer
 
     async def publish(self, data: bytes) -> CircleRegistry:
         """Check a signed registry as every node will, and its members' official names
@@ -142,17 +170,27 @@ class Circle:
     # ---------------------------------------------------------------- joining
 
     def join_request(self, contact: Contact, nats_account: str | None = None) -> SignedJoinRequest:
-        """This node's request to join, signed with the key it brings."""
+        """This node's request to join, signed with the key it brings. A member with a
+        prepared pair (``tongban keys rotate``) brings that one, endorsed by its current
+        signing key: a rotation (§13.1)."""
         now = self.clock()
+        try:
+            self.own.refresh()  # the prepared pair may have been written while we run
+        except KeyFileError as exc:
+            log.error("the prepared keys cannot be used, the request brings the current ones: "
+                      "%s", exc)
+        member = self.current.member(self.own.region) if self.current else None
+        brought = self.own.prepared if member is not None and self.own.prepared else self.own.current
         request = JoinRequest(
             circle=self.config.id, region=self.own.region,
             name=official_name(self.own.region) or self.own.region, node_id=f"tb-{self.own.region}",
-            sign_key=MemberKey(key=self.own.sign_key_id, public=self.own.sign_public, valid_from=now),
-            encrypt_key=MemberKey(key=self.own.encrypt_key_id, public=self.own.encrypt_public,
+            sign_key=MemberKey(key=brought.sign_key_id, public=brought.sign_public, valid_from=now),
+            encrypt_key=MemberKey(key=brought.encrypt_key_id, public=brought.encrypt_public,
                                   valid_from=now),
             nats_account=nats_account, contact=contact, requested_at=now)
-        member = self.current.member(self.own.region) if self.current else None
-        return sign_join(self.signer, request, endorser=self.signer if member else None)
+        signer = self.own.signer_for(brought.sign_key_id)
+        assert signer is not None  # a held pair
+        return sign_join(signer, request, endorser=self.own.signer if member else None)
 
     async def request_join(self, contact: Contact, nats_account: str | None = None) -> JoinRequest:
         signed = self.join_request(contact, nats_account)
@@ -265,7 +303,7 @@ class Circle:
         log.info("join request of %s %s is waiting for a decision", region, request.name)
 
     def _check(self, data: bytes) -> CircleRegistry:
-        signed = SignedRegistry.model_validate(decode(data))
+        signed = decode_registry(data)
         now = self.clock()
         registry = check_registry(signed, self.anchor, circle=self.config.id, now=now,
                                   held=self.current)
@@ -286,13 +324,26 @@ class Circle:
                 partial.replace(self.saved)
             except OSError as exc:
                 log.error("the circle registry could not be kept in %s: %s", self.saved, exc)
-        self.keys.replace(self._with_own(key_records(registry.members)))
+        self.keys.replace(self._with_own(key_records(registry.members, self._records)))
         self.current, self._held = registry, data
         log.info("circle %s registry version %d adopted: %d members", registry.circle,
                  registry.version, len(registry.members))
+        self._follow_keys()
         if notify:
             self._notify(registry)
         return registry
+
+    def _follow_keys(self) -> None:
+        """Let our key ring follow the registry: switch to the approved pair, retire
+        ended ones (never the anchor key, which signs the registry)."""
+        anchor = [r.key_id for r in self.anchor.records()]
+        for done in self.own.update(self.keys.records(), self.clock(), keep=anchor):
+            log.warning("keys: %s", done)
+
+    async def _keep_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_CHECK_S)
+            self._follow_keys()
 
     def _notify(self, registry: CircleRegistry) -> None:
         for observer in self.observers:
@@ -315,5 +366,5 @@ class Circle:
         if any(r.region == self.own.region for r in records):
             return records
         mine = KeyRegistry()
-        mine.add_node(self.own, valid_from=0)
+        mine.add_node(self.own.current, valid_from=0)
         return records + mine.records()

@@ -21,6 +21,7 @@ from node.cli_catalog import catalog
 from node.cli_circle import circle
 from node.cli_http import fail, http_json
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
+from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
 
 __all__ = ["main"]
@@ -67,6 +68,32 @@ def keys_new(region: str, out: Path) -> None:
     click.echo(f"signing key    {generated.sign_key_id}")
     click.echo(f"encryption key {generated.encrypt_key_id}")
     click.echo(f"written to     {out}/ (sign.pem, encrypt.pem: mode 0600; public.json)")
+
+
+@keys.command("rotate")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="The node's key folder (keys_dir, by default <data_dir>/keys).")
+def keys_rotate(directory: Path) -> None:
+    """Prepare the next key pair (密钥轮换) in DIR/next/.
+
+    The node keeps signing with its current keys. Then ask to rotate with 'tongban
+    circle rotate' (the request brings the new keys, endorsed by the current signing
+    key); once the convener approves and the registry lists the new keys, the node
+    signs with them, and keeps opening messages sealed to its earlier encryption key
+    until that key ends (the overlap) and a grace period after. Ended pairs move to
+    DIR/retired/. Nothing is overwritten; one prepared pair at a time.
+    """
+    try:
+        prepared = KeyRing.prepare(directory, valid_from=int(time.time() * 1000))
+    except KeyFileError as exc:
+        fail("无法准备新密钥", str(exc))
+    except OSError as exc:
+        fail(f"无法写入目录 {directory}", f"cannot write to {directory}: {exc.strerror}")
+    click.echo(f"next signing key    {prepared.sign_key_id}")
+    click.echo(f"next encryption key {prepared.encrypt_key_id}")
+    click.echo(f"written to          {directory / 'next'}/ (mode 0600; public.json)")
+    click.echo("then: tongban circle rotate --contact-name <联系人> --node <this node's address>, "
+               f"and have the convener approve with --key {prepared.sign_key_id}")
 
 
 @main.command()
@@ -267,6 +294,24 @@ def bench_catalog(regions: int, matters: int, updates: int, as_json: bool) -> No
     _logging()
     with _progress_bar("bench catalog") as progress:
         result = run(regions=regions, matters=matters, updates=updates, progress=progress)
+    click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
+
+
+@bench.command("circle")
+@click.option("--members", default=418, show_default=True, help="Member regions of the circle.")
+@click.option("--matters", default=865, show_default=True, help="Matters routed among them.")
+@click.option("--workers", default=2, show_default=True,
+              help="Processes simulating the members (each member follows the registry).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def bench_circle(members: int, matters: int, workers: int, as_json: bool) -> None:
+    """A circle of many members: registry check time, join propagation, routing."""
+    from node.bench_circle import run
+
+    if not as_json:
+        click.echo(f"measuring a circle of {members} members ...", err=True)
+    _logging()
+    with _progress_bar("bench circle") as progress:
+        result = run(members=members, matters=matters, workers=workers, progress=progress)
     click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2))
 
 

@@ -1,10 +1,13 @@
-"""``tongban circle``: the circle's members, and joining it (request, approve, refuse)."""
+"""``tongban circle``: the circle's members, joining it (request, approve, refuse) and
+rotating a member's keys."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from node.cli_http import http_json
+from node.cli_http import fail, http_json
 
 __all__ = ["circle"]
 
@@ -41,12 +44,51 @@ def circle_status(url: str) -> None:
 @NODE_OPTION
 def circle_request_join(contact_name: str, contact_phone: str, contact_email: str,
                         nats_account: str, url: str) -> None:
-    """Ask the convener to admit this region: sends its keys, signed with them."""
-    reply = http_json("POST", f"{url}/api/circle/join", {
-        "contact_name": contact_name, "contact_phone": contact_phone,
-        "contact_email": contact_email, "nats_account": nats_account})
+    """Ask the convener to admit this region: sends its keys, signed with them.
+
+    A region that is a member already and has prepared new keys ('tongban keys
+    rotate') sends those instead, endorsed by its current key: see 'rotate'."""
+    reply = _join(contact_name, contact_phone, contact_email, nats_account, url)
     click.echo(f"已提交加入申请 / join request sent: {reply['region']} {reply['name']} "
                f"({reply['sign_key']}); the convener decides")
+
+
+@circle.command("rotate")
+@click.option("--contact-name", required=True, help="联系人 of the region's operators.")
+@click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
+@click.option("--contact-email", default="", help="Their e-mail.")
+@click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
+@NODE_OPTION
+def circle_rotate(contact_name: str, contact_phone: str, contact_email: str,
+                  nats_account: str, url: str) -> None:
+    """(Member) ask the convener to list this region's new keys (密钥轮换).
+
+    Prepare them first with 'tongban keys rotate --dir <key folder>'. The request
+    brings the new keys, signed with the new signing key and endorsed by the
+    current one. Once the convener approves ('tongban circle approve REGION --key
+    <new signing key>'), every node trusts both for the overlap (rotation_overlap_days
+    at the convener); this node signs with the new keys from then on and still
+    opens messages sealed to its earlier encryption key until it ends.
+    """
+    before = http_json("GET", f"{url}/api/circle")
+    reply = _join(contact_name, contact_phone, contact_email, nats_account, url)
+    listed = next((m for m in before["members"] if m["region"] == reply["region"]), None)
+    if listed is None:
+        fail(f"{reply['region']} 还不是通办圈成员，已按加入申请提交",
+             f"{reply['region']} is not a member yet: the request was sent as a request to join")
+    if reply["sign_key"] in listed["sign_keys"]:
+        fail("没有待启用的新密钥：请先运行 tongban keys rotate --dir <密钥目录>；本次申请仅重复了现有密钥",
+             f"no new keys were prepared (run 'tongban keys rotate --dir <key folder>' first); "
+             f"the request repeats the current key {reply['sign_key']}")
+    click.echo(f"已提交密钥轮换申请 / rotation request sent: {reply['region']} new signing key "
+               f"{reply['sign_key']}; the convener approves with --key {reply['sign_key']}")
+
+
+def _join(contact_name: str, contact_phone: str, contact_email: str, nats_account: str,
+          url: str) -> Any:
+    return http_json("POST", f"{url}/api/circle/join", {
+        "contact_name": contact_name, "contact_phone": contact_phone,
+        "contact_email": contact_email, "nats_account": nats_account})
 
 
 @circle.command("approve")

@@ -43,10 +43,12 @@ from protocol import (
 )
 from protocol import bodies as b
 from protocol.codec import encode
+from protocol.envelope import Envelope
 from protocol.fields import date_of
 from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import Letter, Postmaster
 from receipts.envelopes import Opened
+from routing.router import NoRoute, Router
 
 __all__ = ["Command", "Engine", "Incoming", "MatterPolicy", "Result"]
 
@@ -82,7 +84,7 @@ class Command:
 class Result:
     """What became of one input."""
 
-    outcome: str  # applied | duplicate | deferred | rejected | refused
+    outcome: str  # applied | duplicate | deferred | rejected | refused | relayed
     case_id: str | None = None
     step: Step | None = None
     reason: Reason | None = None
@@ -98,12 +100,14 @@ class Engine:
         store: Store,
         calendar: WorkingCalendar,
         policy: Callable[[b.Application], MatterPolicy] = lambda application: MatterPolicy(),
+        router: Router | None = None,
     ) -> None:
         self.region = region
         self.postmaster = postmaster
         self.store = store
         self.calendar = calendar
         self.policy = policy
+        self.router = router  # paths through relays (经由); None: always direct
         self._seq = store.counter("seq")
         self._cases_opened = store.counter("cases")
         # Our receipts signed lately, by (case, index): a letter carries the receipts made
@@ -146,7 +150,11 @@ class Engine:
 
     def load_case(self, case_id: str) -> Case | None:
         snapshot = self.store.case_snapshot(case_id)
-        return None if snapshot is None else Case.restore(snapshot, self.calendar)
+        if snapshot is None:
+            return None
+        case = Case.restore(snapshot, self.calendar)
+        case.our_key = self.postmaster.keys.sign_key_id  # the key signing now (after a rotation)
+        return case
 
 
 class _Batch:
@@ -174,6 +182,8 @@ class _Batch:
         try:
             opened = self.engine.postmaster.open(item.data, self.now)
         except RemoteProtocolError as exc:
+            if exc.reason is Reason.WRONG_RECIPIENT:
+                return self._pass_on(item, exc)
             return self._refuse(item, None, exc)
         envelope = opened.envelope
         if envelope.kind == "rejection" and not opened.receipts:
@@ -187,7 +197,7 @@ class _Batch:
         try:
             step = case.receive(envelope, opened.body, opened.receipts, self.now)
         except RemoteProtocolError as exc:
-            return self._refuse(item, opened, exc)
+            return self._refuse(item, opened.envelope, exc)
         except LocalProtocolError as exc:  # our side cannot apply it now: try again later
             log.error("cannot apply %s to case %s yet: %s", item.msg_id, envelope.case, exc.en)
             return Result("deferred", envelope.case, reason=exc.reason, detail=exc.detail)
@@ -269,7 +279,9 @@ class _Batch:
                     continue
                 changes.materials.append(
                     {**material_row(ref, envelope.case, envelope.recipient, "to_send"), "at": now})
-            subject = f"tb.{envelope.recipient}.in.{envelope.kind}"
+            hop = envelope.recipient if engine.router is None else engine.router.next_hop(
+                envelope.recipient)
+            subject = f"tb.{hop}.in.{envelope.kind}"
             changes.outbox.append((envelope.id, subject, sealed.wire, now))
             changes.envelopes.append({
                 "digest": envelope.digest, "case_id": envelope.case, "direction": "out",
@@ -318,11 +330,11 @@ class _Batch:
         if envelope.kind != "application" or not isinstance(body, b.Application):
             error = RemoteProtocolError(Reason.INVALID_TRANSITION,
                                         f"no case {envelope.case} for a {envelope.kind!r} message")
-            return self._refuse(Incoming(envelope.id, b""), opened, error)
+            return self._refuse(Incoming(envelope.id, b""), envelope, error)
         try:
             policy = self.engine.policy(body)
         except RemoteProtocolError as exc:  # not a matter of ours, or its form is not filled in right
-            return self._refuse(Incoming(envelope.id, b""), opened, exc)
+            return self._refuse(Incoming(envelope.id, b""), envelope, exc)
         case = Case(case=envelope.case, role="handling", ours=self.engine.region,
                     theirs=envelope.sender, our_key=self.engine.postmaster.keys.sign_key_id,
                     calendar=self.engine.calendar, acceptance=policy.acceptance,  # type: ignore[arg-type]
@@ -359,21 +371,41 @@ class _Batch:
         self.seen_answers[digest] = answers  # filled in by finish() if we answer it
         self.changes.seen.append((item.msg_id, digest, case_id, result.outcome, answers, self.now))
 
-    def _refuse(self, item: Incoming, opened: Opened | None, exc: ProtocolError) -> Result:
-        case_id = opened.envelope.case if opened else None
+    def _pass_on(self, item: Incoming, misaddressed: RemoteProtocolError) -> Result:
+        """A message for another region. A relay (经由) of that region passes it on
+        unread, once its sender's signature holds; anyone else refuses it, signed."""
+        try:
+            envelope = self.engine.postmaster.authenticate(item.data, self.now)
+        except RemoteProtocolError as exc:
+            return self._refuse(item, None, exc)
+        router = self.engine.router
+        if router is None:
+            return self._refuse(item, envelope, misaddressed)
+        try:
+            hop = router.transit(envelope.recipient)
+        except NoRoute as exc:
+            return self._refuse(item, envelope, RemoteProtocolError(Reason.NO_ROUTE, exc.en))
+        self.changes.outbox.append((envelope.id, f"tb.{hop}.in.{envelope.kind}", item.data,
+                                    self.now))
+        result = Result("relayed", envelope.case)
+        self._remember(item, envelope.digest, envelope.case, result, [])
+        return result
+
+    def _refuse(self, item: Incoming, envelope: Envelope | None, exc: ProtocolError) -> Result:
+        case_id = envelope.case if envelope else None
         if exc.reason.transient:
             return Result("deferred", case_id, reason=exc.reason, detail=exc.detail)
         result = Result("rejected", case_id, reason=exc.reason, detail=exc.detail)
-        sender = _sender_of(item.data) if opened is None else opened.envelope.sender
-        digest = opened.envelope.digest if opened else b""
+        sender = _sender_of(item.data) if envelope is None else envelope.sender
+        digest = envelope.digest if envelope else b""
         self.changes.rejections.append({
             "digest": digest, "msg_id": item.msg_id, "sender": sender, "case_id": case_id,
             "code": exc.reason.code, "detail": exc.detail[:500], "at": self.now})
         log.warning("rejected message %s from %s: %s", item.msg_id, sender, exc.en)
         self._remember(item, digest, case_id, result, [])
-        if opened is not None and opened.envelope.kind != "rejection":
+        if envelope is not None and envelope.kind != "rejection":
             # The sender is authenticated: tell it why, with a stable reason code.
-            self.rejections.append((opened.envelope.sender, opened.envelope.case, b.Rejection(
+            self.rejections.append((envelope.sender, envelope.case, b.Rejection(
                 of=digest, code=exc.reason.code, zh=exc.reason.zh, en=exc.reason.en,
                 detail=exc.detail[:500])))
         return result

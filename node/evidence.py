@@ -14,12 +14,16 @@ def bundle_for(store: Store, registry: KeyRegistry, region: str, case_id: str, n
     """The evidence bundle of one case as this node holds it."""
     receipts = [receipt_from_fields(decode(raw)) for raw in store.receipts(case_id)]
     keys = {r.key for r in receipts}
+    row = store.case_row(case_id)
+    # Every signing key of both regions: an envelope may be signed with a key no receipt
+    # names (a region switched keys during the case).
+    regions = {region} if row is None else {region, row["peer"]}
     return build_bundle(
         case=case_id,
         made_by=region,
         made_at=now,
         keys=[k for k in registry.records() if k.key_id in keys or (k.purpose == "sign"
-              and k.region == region)],
+              and k.region in regions)],
         envelopes=store.envelopes(case_id),
         receipts=receipts,
         events=[decode(e) for e in store.events(case_id)],

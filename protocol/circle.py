@@ -67,6 +67,9 @@ class Member(Wire):
     sign_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=64)
     encrypt_keys: tuple[MemberKey, ...] = Field(min_length=1, max_length=64)
     nats_account: NatsAccount | None = None
+    # 经由: the member whose node relays this region's messages (a provincial hub) when
+    # senders have no direct path to its inbox; None: deliver directly.
+    relay: RegionCode | None = None
     status: MemberStatus = "joined"
     status_at: Millis  # when the status took effect
     contact: Contact
@@ -98,6 +101,14 @@ class CircleRegistry(Wire):
             raise ValueError("members are listed in order of their region codes")
         if self.convener not in regions:
             raise ValueError(f"the convener {self.convener} is not a member")
+        relays = {m.region: m.relay for m in self.members}
+        for member in self.members:
+            if member.relay is None:
+                continue
+            if member.relay == member.region or member.relay not in relays:
+                raise ValueError(f"{member.region}: relay {member.relay} is not another member")
+            if relays[member.relay] is not None:  # one hop: a relay delivers directly
+                raise ValueError(f"{member.region}: its relay {member.relay} has a relay itself")
         return self
 
     def member(self, region: str) -> Member | None:
@@ -126,6 +137,7 @@ class JoinRequest(Wire):
     sign_key: MemberKey
     encrypt_key: MemberKey
     nats_account: NatsAccount | None = None
+    relay: RegionCode | None = None  # 经由: the hub member the region is reached through
     contact: Contact
     requested_at: Millis
 
@@ -133,7 +145,8 @@ class JoinRequest(Wire):
         """The member this request becomes once approved."""
         return Member(region=self.region, name=self.name, node_id=self.node_id,
                       sign_keys=(self.sign_key,), encrypt_keys=(self.encrypt_key,),
-                      nats_account=self.nats_account, status="joined", status_at=now,
+                      nats_account=self.nats_account, relay=self.relay, status="joined",
+                      status_at=now,
                       contact=self.contact)
 
 

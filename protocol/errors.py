@@ -106,6 +106,12 @@ class Reason(enum.Enum):
         "the handling region's catalog has no such matter or version",
         False,
     )
+    NO_ROUTE = (
+        "no_route",
+        "没有可送达或可办理的地区（无路由）",
+        "no region can be reached or can handle this (no route)",
+        False,
+    )
 
     def __init__(self, code: str, zh: str, en: str, transient: bool) -> None:
         self.code = code

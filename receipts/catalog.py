@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from protocol.catalog import TAG_CATALOG, CatalogEntry, CatalogRecord, entry_digest
 from protocol.codec import decode, decode_unchecked, raw_fields
-from protocol.codes import ENTRY_STATUSES, MATTER_TYPES, TONGBAN_MODES
+from protocol.codes import ENTRY_STATUSES, MATTER_TYPES, TONGBAN_MODES, TONGBAN_SCOPES
 from protocol.envelope import Signature, leaf_digest
 from protocol.errors import ProtocolError, Reason, RemoteProtocolError
 from receipts.registry import KeyRegistry
@@ -44,9 +44,10 @@ class CheckedRecord:
     record: bytes  # the canonical record, as received
 
 
-#: What the index takes from an entry (searchable text: name, materials, conditions).
-_PARSED = ("region", "code", "version", "status", "name", "matter_type", "modes",
-           "effective_from", "effective_to", "materials", "conditions")
+#: What the index takes from an entry (searchable text: name, materials, conditions;
+#: 基本编码 and 通办范围 for routing).
+_PARSED = ("region", "code", "basic_code", "scope", "version", "status", "name", "matter_type",
+           "modes", "effective_from", "effective_to", "materials", "conditions")
 _REGION = re.compile(r"[0-9]{6}([0-9]{3}|[0-9]{6})?")
 _CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._\-]{0,63}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -74,6 +75,9 @@ def _indexed_problem(entry: dict[str, Any]) -> str | None:
         ("region", isinstance(entry.get("region"), str) and _REGION.fullmatch(entry["region"])),
         ("code", isinstance(entry.get("code"), str) and _CODE.fullmatch(entry["code"])
          and ".." not in entry["code"] and not entry["code"].endswith(".")),
+        ("basic_code", isinstance(entry.get("basic_code"), str)
+         and _CODE.fullmatch(entry["basic_code"])),
+        ("scope", entry.get("scope") in TONGBAN_SCOPES),
         ("version", type(version) is int and 1 <= version <= 1_000_000),
         ("status", entry.get("status") in ENTRY_STATUSES),
         ("name", _text(entry.get("name"), 200, 1)),

@@ -23,17 +23,28 @@ from protocol.circle import (
     join_digest,
     registry_digest,
 )
+from protocol.codec import decode, raw_fields
 from protocol.errors import Reason, RemoteProtocolError
 from receipts.registry import KeyRecord, KeyRegistry
 from receipts.signing import BatchSigner, SignatureChecker
 
-__all__ = ["approve", "check_join", "check_registry", "key_records", "reissued", "sign_join",
-           "sign_registry", "with_status"]
+__all__ = ["approve", "check_join", "check_registry", "decode_registry", "key_records", "reissued",
+           "sign_join", "sign_registry", "with_status"]
 
 
 def sign_registry(signer: BatchSigner, registry: CircleRegistry) -> SignedRegistry:
     [sig] = signer.sign([registry_digest(registry)])
     return SignedRegistry(registry=registry, sig=sig)
+
+
+def decode_registry(data: bytes) -> SignedRegistry:
+    """A signed registry as it came from the bucket. Its canonical bytes are the
+    registry's own slice of ``data`` (decoding checked them canonical), so checking
+    the signature does not encode hundreds of members again. Raises ``ProtocolError``
+    or ``pydantic.ValidationError``."""
+    signed = SignedRegistry.model_validate(decode(data))
+    signed.registry.__dict__["canonical_bytes"] = raw_fields(data)["registry"]
+    return signed
 
 
 def check_registry(signed: SignedRegistry, anchor: KeyRegistry, *, circle: str, now: int,
@@ -52,13 +63,26 @@ def check_registry(signed: SignedRegistry, anchor: KeyRegistry, *, circle: str, 
     return registry
 
 
-def key_records(members: Iterable[Member]) -> list[KeyRecord]:
+def key_records(members: Iterable[Member],
+                known: dict[Member, list[KeyRecord]] | None = None) -> list[KeyRecord]:
+    """The key records of ``members``. ``known``: the records of the registry held
+    before, by member; a member listed unchanged reuses them (a new registry usually
+    changes one member of hundreds), and ``known`` is refilled for the next time."""
+    earlier = dict(known or {})
+    if known is not None:
+        known.clear()
     records = []
     for member in members:
-        revoked_at = None if member.status == "joined" else member.status_at
-        for purpose, keys in (("sign", member.sign_keys), ("encrypt", member.encrypt_keys)):
-            records += [KeyRecord(key.key, member.region, purpose, key.public, key.valid_from,  # type: ignore[arg-type]
-                                  key.valid_until, revoked_at) for key in keys]
+        mine = earlier.get(member)
+        if mine is None:
+            revoked_at = None if member.status == "joined" else member.status_at
+            mine = [KeyRecord(key.key, member.region, purpose, key.public, key.valid_from,  # type: ignore[arg-type]
+                              key.valid_until, revoked_at)
+                    for purpose, keys in (("sign", member.sign_keys), ("encrypt", member.encrypt_keys))
+                    for key in keys]
+        if known is not None:
+            known[member] = mine
+        records += mine
     return records
 
 
@@ -110,7 +134,8 @@ def approve(registry: CircleRegistry, request: JoinRequest, now: int,
         members[request.region] = old.model_copy(update={
             "sign_keys": _rotated(old.sign_keys, request.sign_key, now + overlap_ms),
             "encrypt_keys": _rotated(old.encrypt_keys, request.encrypt_key, now + overlap_ms),
-            "contact": request.contact, "nats_account": request.nats_account or old.nats_account})
+            "contact": request.contact, "nats_account": request.nats_account or old.nats_account,
+            "relay": request.relay or old.relay})
     return _next(registry, members, now)
 
 

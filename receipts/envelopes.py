@@ -11,23 +11,32 @@ bytes, and wire bytes back into a checked ``Opened`` message:
 
 Signing receipts is separate (``sign_receipts``) and comes first, because the
 envelopes carry signed receipts.
+
+Keys come from a ``KeyRing`` (receipts.keys), which may switch to a new pair while
+the node runs (a rotation, docs/protocol.md §13.1): envelopes are signed with the
+current signing key; a receipt with the key it names (a case begun under the
+previous key, during the overlap); a message opens with whichever held encryption
+key its ``enc.to`` names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from protocol.envelope import Envelope, Receipt
 from protocol.errors import Reason, RemoteProtocolError
 from protocol.wire import decode_envelope, decode_payload, encode_envelope, encode_payload
-from receipts.keys import NodeKeys
+from receipts.keys import KeyRing, NodeKeys
 from receipts.registry import KeyRegistry
 from receipts.sealing import Opener, Sealer, content_key, open_payload, seal_payload
 from receipts.signing import BatchSigner, SignatureChecker
 
 __all__ = ["Letter", "Opened", "Postmaster", "Sealed"]
+
+log = logging.getLogger("tongban.receipts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +71,17 @@ class Opened:
 
 
 class Postmaster:
-    def __init__(self, keys: NodeKeys, registry: KeyRegistry) -> None:
-        self.keys = keys
+    def __init__(self, keys: NodeKeys | KeyRing, registry: KeyRegistry) -> None:
+        self.keys = keys if isinstance(keys, KeyRing) else KeyRing.of(keys)
         self.registry = registry
-        self.signer = BatchSigner(keys.signing, keys.sign_key_id)
         self.checker = SignatureChecker()
         self.sealer = Sealer()
-        self.opener = Opener(keys.encryption)
+        self._openers: dict[str, Opener] = {}  # by our encryption key id
+
+    @property
+    def signer(self) -> BatchSigner:
+        """The signer of our current signing key (it changes at a key switch)."""
+        return self.keys.signer
 
     def __repr__(self) -> str:
         return f"<Postmaster {self.keys.region} {self.signer.stats()} {self.checker.stats()}>"
@@ -76,8 +89,22 @@ class Postmaster:
     # ---------------------------------------------------------------- sending
 
     def sign_receipts(self, receipts: Sequence[Receipt]) -> list[Receipt]:
-        signatures = self.signer.sign([r.digest for r in receipts])
-        return [r.model_copy(update={"sig": s}) for r, s in zip(receipts, signatures, strict=True)]
+        """Sign each receipt with the key it names (``receipt.key`` is part of what is
+        signed): one Merkle batch per key, so one signature in the usual case."""
+        by_key: dict[str, list[int]] = {}
+        for i, receipt in enumerate(receipts):
+            by_key.setdefault(receipt.key, []).append(i)
+        signed = list(receipts)
+        for key, positions in by_key.items():
+            signer = self.keys.signer_for(key)
+            if signer is None:  # a case begun under a key retired since: it cannot verify
+                log.error("receipts name %s, a signing key this node no longer holds; signing "
+                          "with %s, the peer will refuse them", key, self.signer.key)
+                signer = self.signer
+            signatures = signer.sign([receipts[i].digest for i in positions])
+            for i, sig in zip(positions, signatures, strict=True):
+                signed[i] = receipts[i].model_copy(update={"sig": sig})
+        return signed
 
     def seal(self, letters: Sequence[Letter]) -> list[Sealed]:
         """Encrypt and sign a batch of letters with one signature."""
@@ -109,21 +136,41 @@ class Postmaster:
         envelope = decode_envelope(wire)
         if envelope.recipient != self.keys.region:
             raise RemoteProtocolError(Reason.WRONG_RECIPIENT, envelope.recipient)
-        if envelope.sig is None:
-            raise RemoteProtocolError(Reason.BAD_SIGNATURE, "unsigned envelope")
-        public = self.registry.signing_key(envelope.sig.key, envelope.sender,
-                                           envelope.sent_at, now=now)
-        self.checker.check(envelope.digest, envelope.sig, public)
-        if envelope.enc.to != self.keys.encrypt_key_id:
-            # A message encrypted to one of our earlier keys: the registry knows it,
-            # but this node only holds the current private key.
-            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, f"encrypted to {envelope.enc.to}")
-        key = self.opener.content_key(envelope.enc, envelope.header_bytes)
+        self._check_sender(envelope, now)
+        # Sealed to our current key, or to an earlier one still held (a sender that
+        # sealed it before it took in the registry of our rotation, §13.1), or to the
+        # next one (a sender that took it in before us).
+        key = self._opener(envelope.enc.to).content_key(envelope.enc, envelope.header_bytes)
         plaintext = open_payload(key, envelope.enc.nonce, envelope.payload)
         body, receipts = decode_payload(envelope.kind, plaintext)
         for receipt in receipts:
             self.check_receipt(receipt)
         return Opened(envelope, body, receipts, key, plaintext)
+
+    def authenticate(self, wire: bytes, now: int) -> Envelope:
+        """A message for another region (to relay): its header, once its sender's
+        signature holds. The payload stays sealed. Raises ``RemoteProtocolError``."""
+        envelope = decode_envelope(wire)
+        self._check_sender(envelope, now)
+        return envelope
+
+    def _check_sender(self, envelope: Envelope, now: int) -> None:
+        if envelope.sig is None:
+            raise RemoteProtocolError(Reason.BAD_SIGNATURE, "unsigned envelope")
+        public = self.registry.signing_key(envelope.sig.key, envelope.sender,
+                                           envelope.sent_at, now=now)
+        self.checker.check(envelope.digest, envelope.sig, public)
+
+    def _opener(self, to: str) -> Opener:
+        private = self.keys.decryption_key(to)  # asked each time: a retired key is let go
+        if private is None:
+            self._openers.pop(to, None)
+            raise RemoteProtocolError(Reason.DECRYPTION_FAILED, f"encrypted to {to}, a key "
+                                      f"this node does not hold (retired, or not ours)")
+        opener = self._openers.get(to)
+        if opener is None:
+            opener = self._openers[to] = Opener(private)
+        return opener
 
     def check_receipt(self, receipt: Receipt) -> None:
         if receipt.sig is None or receipt.sig.key != receipt.key:

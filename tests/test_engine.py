@@ -53,3 +53,60 @@ async def test_letters_carry_the_receipts_that_were_committed(tmp_path: Path,
         assert opened.receipts[1].at == T0 + 2  # made by the batch that was committed
     finally:
         await store.close()
+
+
+async def test_a_relay_passes_on_what_it_relays_for_and_refuses_the_rest_signed(
+        tmp_path: Path, keys: dict[str, NodeKeys]) -> None:
+    """A hub node (经由) gets messages for another region: it checks the sender's
+    signature and passes the same bytes on, unread, to the region it relays for; for a
+    region it does not relay for, it answers the sender with a signed ``no_route``."""
+    from node.engine import Incoming
+    from protocol import Reason
+    from routing.router import MemberPath, Router
+
+    hub = "370000"
+    keys = {**keys, hub: NodeKeys.generate(hub)}
+    sender = Engine(region=ex.COLLECTING, postmaster=_postmaster(keys, ex.COLLECTING),
+                    store=Store(tmp_path / "sender.db"), calendar=WeekdayCalendar())
+    sender.store.start()
+    routes = Router(hub, lambda basic: [])
+    routes.set_members({ex.COLLECTING: MemberPath("joined"),
+                        ex.HANDLING: MemberPath("joined", relay=hub), hub: MemberPath("joined")})
+    store = Store(tmp_path / "hub.db")
+    store.start()
+    relay = Engine(region=hub, postmaster=_postmaster(keys, hub), store=store,
+                   calendar=WeekdayCalendar(), router=routes)
+    try:
+        async def send(command: Command, now: int) -> tuple[str, bytes]:
+            changes, [result] = sender.process([command], now)
+            assert result.outcome == "applied", result
+            await sender.store.commit(changes)
+            sender.confirm()
+            [(msg_id, _, wire, _)] = changes.outbox or [("", "", b"", 0)]
+            return msg_id, wire
+
+        await send(Command("case-0001-relay", "collect", ex.application(T0, scans=False),
+                           peer=ex.HANDLING), T0)
+        msg_id, wire = await send(Command("case-0001-relay", "submit"), T0 + 1)
+        relayed, [result] = relay.process([Incoming(msg_id, wire)], T0 + 2)
+        await store.commit(relayed)
+        assert result.outcome == "relayed"
+        assert relayed.outbox == [(msg_id, f"tb.{ex.HANDLING}.in.application", wire, T0 + 2)]
+        assert (relayed.cases, relayed.envelopes) == ([], [])  # it holds no case, reads nothing
+        again, [repeat] = relay.process([Incoming(msg_id, wire)], T0 + 3)
+        assert (repeat.outcome, again.outbox) == ("duplicate", [])
+
+        # The hub stops relaying for the handling region: the sender hears why, signed.
+        routes.set_members({ex.COLLECTING: MemberPath("joined"), ex.HANDLING: MemberPath("joined"),
+                            hub: MemberPath("joined")})
+        msg_id, wire = await send(Command("case-0001-relay", "withdraw", ex.withdrawal(T0 + 4)),
+                                  T0 + 4)
+        refused, [result] = relay.process([Incoming(msg_id, wire)], T0 + 5)
+        assert (result.outcome, result.reason) == ("rejected", Reason.NO_ROUTE)
+        [(_, subject, answer, _)] = refused.outbox
+        assert subject == f"tb.{ex.COLLECTING}.in.rejection"
+        opened = _postmaster(keys, ex.COLLECTING).open(answer, T0 + 6)
+        assert (opened.envelope.sender, opened.body.code) == (hub, "no_route")
+    finally:
+        await store.close()
+        await sender.store.close()

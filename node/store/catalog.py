@@ -68,6 +68,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
             key TEXT NOT NULL, region TEXT, reason TEXT NOT NULL, at INTEGER NOT NULL,
             times INTEGER NOT NULL DEFAULT 1, UNIQUE (key, reason))""",
     ),
+    (  # version 2: what routing needs (基本编码, 通办范围). Rows from before lack it, so
+       # the index starts empty and is rebuilt from the catalog bucket at the next follow.
+        "DELETE FROM entries",
+        "DELETE FROM versions",
+        "DELETE FROM texts",
+        "INSERT INTO texts_fts(texts_fts) VALUES ('delete-all')",
+        "ALTER TABLE versions ADD COLUMN basic_code TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE versions ADD COLUMN scope TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX versions_basic ON versions(basic_code, region)",
+    ),
 ]
 
 
@@ -87,6 +97,8 @@ class IndexRow:
     digest: bytes
     record: bytes
     text: str  # what search matches: name, material names, conditions
+    basic_code: str  # 基本编码: the same matter across regions (routing)
+    scope: str  # 通办范围
 
 
 class CatalogIndex:
@@ -98,6 +110,7 @@ class CatalogIndex:
         self._reader = open_database(path, synchronous="NORMAL").conn
         self._lock = threading.Lock()  # one write at a time, whichever thread
         self._text_ids: dict[bytes, int] = {}
+        self.generation = 0  #: counts committed writes (routing drops cached offers)
 
     def __repr__(self) -> str:
         return f"<CatalogIndex {self.path.name}>"
@@ -129,12 +142,13 @@ class CatalogIndex:
                 added = conn.total_changes - before
                 conn.executemany(
                     "INSERT INTO versions (region, code, version, status, name, matter_type, "
-                    "modes, effective_from, effective_to, text_id) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "modes, effective_from, effective_to, text_id, basic_code, scope) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(r.region, r.code, r.version, r.status, r.name, r.matter_type,
                       ";" + ";".join(r.modes) + ";", r.effective_from, r.effective_to,
-                      self._text_id(conn, r.text)) for r in rows])
+                      self._text_id(conn, r.text), r.basic_code, r.scope) for r in rows])
                 conn.execute("COMMIT")
+                self.generation += 1
             except BaseException as exc:
                 conn.execute("ROLLBACK")
                 self._text_ids.clear()  # ids handed out in the rolled-back transaction
@@ -219,6 +233,15 @@ class CatalogIndex:
             "ORDER BY effective_from <= ? DESC, version DESC LIMIT 1",
             (region, code, today)).fetchone()
         return None if row is None else int(row[0])
+
+    def offers(self, basic_code: str) -> list[tuple[Any, ...]]:
+        """Every indexed version of every region's entry for one matter (基本编码):
+        ``(region, code, version, status, scope, modes, effective_from, effective_to)``."""
+        return [(region, code, version, status, scope, tuple(filter(None, modes.split(";"))),
+                 start, end) for region, code, version, status, scope, modes, start, end
+                in self._reader.execute(
+                    "SELECT region, code, version, status, scope, modes, effective_from, "
+                    "effective_to FROM versions WHERE basic_code = ?", (basic_code,))]
 
     def search(self, terms: Sequence[str], *, today: str, regions: Sequence[str] = (),
                mode: str | None = None, matter_type: str | None = None,
