@@ -51,8 +51,28 @@ class NatsConfig(_Section):
     credentials: Path | None = None  # .creds file (JWT + NKey seed)
     tls: TlsConfig | None = None
     domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,32}$")  # JetStream domain
+    #: Where the circle's shared buckets (catalog, registry) are, when not in the node's
+    #: own JetStream: the JetStream domain holding them, in the same account (a hub/leaf
+    #: topology with one account for all) ...
+    shared_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,32}$")
+    #: ... or the JetStream API prefix they are imported under from another account
+    #: (per-region accounts as 'tongban topology' sets up: ``tb.circle.api``).
+    shared_api: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-$]+(\.[A-Za-z0-9_\-$]+)*$")
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     ping_interval_s: float = Field(default=15.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_place_for_shared_buckets(self) -> NatsConfig:
+        if self.shared_domain is not None and self.shared_api is not None:
+            raise ValueError("shared_domain and shared_api exclude each other")
+        return self
+
+    @property
+    def shared_prefix(self) -> str | None:
+        """The JetStream API prefix of the shared buckets; ``None``: the node's own."""
+        if self.shared_domain is not None:
+            return f"$JS.{self.shared_domain}.API"
+        return self.shared_api
 
 
 class HttpConfig(_Section):

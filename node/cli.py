@@ -20,6 +20,7 @@ from node import loop
 from node.cli_catalog import catalog
 from node.cli_circle import circle
 from node.cli_http import fail, http_json
+from node.cli_topology import topology
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
 from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
@@ -332,6 +333,7 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
 
 main.add_command(catalog)
 main.add_command(circle)
+main.add_command(topology)
 
 if __name__ == "__main__":
     main()

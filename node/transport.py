@@ -23,13 +23,33 @@ The circle's matter catalogs live in one KV bucket, ``TB_CATALOG``, keyed
 ``<region>.<实施编码>``; ``watch_catalog`` follows it (every current value first,
 then each change) with a pull consumer of its own, made again after a reconnect
 (nats-py's KV watchers recover slowly after a server restart, nats-notes §1.4).
+
+The shared buckets (catalog, registry) may live elsewhere than the node's own
+JetStream (``NatsConfig.shared_prefix``): in the hub's domain, or imported from
+the circle's exchange account under ``tb.circle.api`` (``node.natsauth``). Every
+bucket call then goes through that API prefix, and a KV write is published to
+``<prefix>.$KV.<bucket>.<key>`` (``$KV.>`` itself does not cross a leaf connection
+between domains). Materials are written into the recipient's object store by
+publishing its chunk and meta subjects (``$O.<bucket>.C.<nuid>``, ``$O.<bucket>.M.<name>``)
+with a PubAck for each, the way nats-py's ``ObjectStore.put`` does, but without
+its JetStream API calls on the recipient's stream: a sender only needs to publish
+there, never to read, whichever domain and account the store is in.
+
+``push_account`` (a new member's account JWT to the running hub) and
+``ensure_shared_buckets`` (made once by the exchange account) are the operator's
+calls for a multi-server topology (``tongban topology``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime
+import hashlib
+import json
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -43,6 +63,8 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectInfo,
+    ObjectMetaOptions,
     ObjectStoreConfig,
     StorageType,
     StreamConfig,
@@ -51,7 +73,7 @@ from nats.js.api import (
 from config.models import NatsConfig
 
 __all__ = ["CATALOG_BUCKET", "CIRCLE_BUCKET", "CatalogUpdate", "Inbound", "NatsTransport", "Transport",
-           "inbox_stream"]
+           "ensure_shared_buckets", "inbox_stream", "push_account"]
 
 log = logging.getLogger("tongban.transport")
 
@@ -70,6 +92,28 @@ CIRCLE_BUCKET = "TB_CIRCLE"
 
 #: A change in the catalog bucket: (key, value), value ``None`` for a deletion.
 CatalogUpdate = tuple[str, bytes | None]
+
+#: Chunk size of materials in an object store (nats-py's default).
+MATERIAL_CHUNK = 128 * 1024
+
+
+def _connect_options(settings: NatsConfig) -> dict[str, Any]:
+    """Credentials and TLS of a connection, as ``nats.connect`` takes them."""
+    options: dict[str, Any] = {"connect_timeout": settings.connect_timeout_s}
+    if settings.credentials is not None:
+        options["user_credentials"] = str(settings.credentials)
+    if settings.tls is not None:
+        context = ssl.create_default_context(cafile=str(settings.tls.ca))
+        if settings.tls.cert is not None:
+            context.load_cert_chain(str(settings.tls.cert), str(settings.tls.key))
+        options["tls"] = context
+    return options
+
+
+def _bucket_config(bucket: str, max_value_bytes: int, replicas: int = 1) -> KeyValueConfig:
+    return KeyValueConfig(bucket=bucket, history=10, storage=StorageType.FILE,
+                          max_value_size=max_value_bytes, replicas=replicas,
+                          description=f"tongban {bucket} (signed values)")
 
 
 class Inbound(Protocol):
@@ -133,6 +177,7 @@ class NatsTransport:
         self._closing = False
         self._nc: Any = None
         self._js: Any = None
+        self._shared_js: Any = None  # the shared buckets' JetStream API (maybe elsewhere)
         self._sub: Any = None
         self._ensure_lock = asyncio.Lock()
         #: Counts reconnects (all buckets) and ``rewatch`` calls (one bucket): each bucket
@@ -154,23 +199,18 @@ class NatsTransport:
             "reconnect_time_wait": 0.5,
             "ping_interval": self.settings.ping_interval_s,
             "max_outstanding_pings": 3,
-            "connect_timeout": self.settings.connect_timeout_s,
             "allow_reconnect": True,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            **_connect_options(self.settings),
         }
-        if self.settings.credentials is not None:
-            options["user_credentials"] = str(self.settings.credentials)
-        if self.settings.tls is not None:
-            context = ssl.create_default_context(cafile=str(self.settings.tls.ca))
-            if self.settings.tls.cert is not None:
-                context.load_cert_chain(str(self.settings.tls.cert), str(self.settings.tls.key))
-            options["tls"] = context
         self._nc = await nats.connect(**options)
         self.connected = True
         self._js = self._nc.jetstream(domain=self.settings.domain,
                                       publish_async_max_pending=self.max_inflight)
+        shared = self.settings.shared_prefix
+        self._shared_js = self._js if shared is None else self._nc.jetstream(prefix=shared)
         await self._ensure_inbox()
         await self._ensure_materials()
 
@@ -281,12 +321,30 @@ class NatsTransport:
                 config=ObjectStoreConfig(storage=StorageType.FILE,
                                          description="tongban materials (ciphertext only)"))
 
-    async def put_material(self, recipient: str, name: str, path: Path) -> None:
-        """Stream an encrypted file into the recipient's materials bucket."""
+    async def put_material(self, recipient: str, name: str, path: Path, timeout: float = 10.0) -> None:
+        """Stream an encrypted file into the recipient's materials bucket: its chunks,
+        then its meta record (what makes it visible), each acknowledged by JetStream.
+        Object names are never reused, so there is no earlier version to look up or
+        purge; chunks of an attempt that failed midway stay unreferenced."""
+        bucket = materials_bucket(recipient)
+        nuid = secrets.token_hex(11)
+        digest = hashlib.sha256()
+        size = chunks = 0
         try:
-            store = await self._js.object_store(materials_bucket(recipient))
-            with open(path, "rb") as source:  # noqa: ASYNC230 (nats-py reads it in a thread)
-                await store.put(name, source)
+            with open(path, "rb") as source:  # noqa: ASYNC230 (read in a thread, chunk by chunk)
+                while chunk := await asyncio.to_thread(source.read, MATERIAL_CHUNK):
+                    digest.update(chunk)
+                    await self._js.publish(f"$O.{bucket}.C.{nuid}", chunk, timeout=timeout)
+                    size += len(chunk)
+                    chunks += 1
+            info = ObjectInfo(
+                name=name, bucket=bucket, nuid=nuid, size=size, chunks=chunks,
+                mtime=datetime.datetime.now(datetime.UTC).isoformat(),
+                digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
+                options=ObjectMetaOptions(max_chunk_size=MATERIAL_CHUNK))
+            meta = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+            await self._js.publish(meta, json.dumps(info.as_dict()).encode(),
+                                   headers={"Nats-Rollup": "sub"}, timeout=timeout)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ConnectionError(f"material {name} to {recipient}: {exc}") from exc
 
@@ -319,14 +377,16 @@ class NatsTransport:
 
     async def _bucket(self, bucket: str) -> Any:
         try:
-            return await self._js.key_value(bucket)
+            return await self._shared_js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):  # made meanwhile
-                await self._js.create_key_value(config=KeyValueConfig(
-                    bucket=bucket, history=10, storage=StorageType.FILE,
-                    max_value_size=self.max_message_bytes,
-                    description=f"tongban {bucket} (signed values)"))
-            return await self._js.key_value(bucket)
+                await self._shared_js.create_key_value(
+                    config=_bucket_config(bucket, self.max_message_bytes))
+            return await self._shared_js.key_value(bucket)
+
+    def _kv_subject(self, bucket: str, key: str) -> str:
+        shared = self.settings.shared_prefix
+        return f"$KV.{bucket}.{key}" if shared is None else f"{shared}.$KV.{bucket}.{key}"
 
     def rewatch(self, bucket: str) -> None:
         """Start a bucket's watch again from the values it holds (its handler looks again
@@ -337,8 +397,11 @@ class NatsTransport:
         return self._reconnect_round, self._rewatch_rounds.get(bucket, 0)
 
     async def delete_value(self, bucket: str, key: str) -> None:
+        """A KV delete marker (what nats-py's ``KeyValue.delete`` publishes)."""
         try:
-            await (await self._bucket(bucket)).delete(key)
+            await self._bucket(bucket)
+            await self._js.publish(self._kv_subject(bucket, key), b"",
+                                   headers={"KV-Operation": "DEL"}, timeout=10.0)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ConnectionError(f"bucket {bucket}: {exc}") from exc
 
@@ -353,7 +416,7 @@ class NatsTransport:
         for start in range(0, len(items), self.max_inflight):
             chunk = items[start:start + self.max_inflight]
             acked = await self.publish(
-                [(f"kv-{key}-{start + i}", f"$KV.{bucket}.{key}", value or b"")
+                [(f"kv-{key}-{start + i}", self._kv_subject(bucket, key), value or b"")
                  for i, (key, value) in enumerate(chunk)], timeout=10.0, dedup=False)
             if len(acked) < len(chunk):
                 raise ConnectionError(f"{len(chunk) - len(acked)} values were not stored in {bucket}")
@@ -375,7 +438,7 @@ class NatsTransport:
             started = self._watch_round(bucket)
             try:
                 await self._bucket(bucket)
-                sub = await self._js.pull_subscribe(
+                sub = await self._shared_js.pull_subscribe(
                     f"$KV.{bucket}.>", stream=f"KV_{bucket}",
                     config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,  # the kept history too
                                           ack_policy=AckPolicy.NONE, inactive_threshold=300.0))
@@ -441,3 +504,61 @@ class NatsTransport:
         log.info("NATS reconnected")
         asyncio.get_running_loop().create_task(self._recreate(1.0))
 
+
+
+# -------------------------------------------------------------------- operator calls
+
+async def _quiet(exc: Exception) -> None:
+    """Errors of a one-off connection surface as its exceptions, not as log tracebacks."""
+    log.debug("NATS: %s", exc)
+
+
+async def _connect_once(urls: list[str], settings: NatsConfig) -> Any:
+    try:
+        return await nats.connect(servers=urls, allow_reconnect=False, max_reconnect_attempts=1,
+                                  error_cb=_quiet, **_connect_options(settings))
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise ConnectionError(f"cannot connect to {', '.join(urls)}: {exc}") from exc
+
+
+async def push_account(urls: list[str], settings: NatsConfig, account_jwt: str,
+                       timeout: float = 5.0) -> str:
+    """Send an account JWT to the running servers (``$SYS.REQ.CLAIMS.UPDATE``) with a
+    system-account user's credentials; their full resolvers store it and share it in
+    the cluster, and the account is usable at once, without a restart. Returns the
+    server's message; ``ValueError`` if it refused the JWT."""
+    client = await _connect_once(urls, settings)
+    try:
+        reply = await client.request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.encode(), timeout=timeout)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise ConnectionError(f"no answer to the account update: {exc}") from exc
+    finally:
+        await client.close()
+    try:
+        answer = json.loads(reply.data)
+    except ValueError as exc:
+        raise ValueError(f"unreadable answer to the account update: {reply.data[:200]!r}") from exc
+    if "error" in answer:
+        raise ValueError(str(answer["error"].get("description", answer["error"])))
+    return str(answer.get("data", {}).get("message", "jwt updated"))
+
+
+async def ensure_shared_buckets(urls: list[str], settings: NatsConfig, *, max_value_bytes: int = 1 << 20,
+                                replicas: int = 1, timeout: float = 10.0) -> list[str]:
+    """Create the circle's shared KV buckets where ``settings`` lead (the exchange
+    account on the hub) unless they exist; the names of those created."""
+    client = await _connect_once(urls, settings)
+    made = []
+    try:
+        js = client.jetstream(domain=settings.domain, timeout=timeout)
+        for bucket in (CATALOG_BUCKET, CIRCLE_BUCKET):
+            try:
+                await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                await js.create_key_value(config=_bucket_config(bucket, max_value_bytes, replicas))
+                made.append(bucket)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise ConnectionError(f"shared buckets: {exc}") from exc
+    finally:
+        await client.close()
+    return made
