@@ -1,7 +1,8 @@
 # tongban — developer entry points. See README.md.
 #
 #   make run    create .venv if needed, install, run the demo
-#   make test   create .venv if needed, install, ensure chromium, run pytest
+#   make test   create .venv if needed, install, ensure chromium and docker-compose,
+#               run pytest
 #
 # The venv is (re)installed only when pyproject.toml is newer than the stamp
 # file, so re-running a target is cheap.
@@ -12,14 +13,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all run test lint clean distclean venv chromium
+.PHONY: all run test lint clean distclean venv chromium docker-compose
 
 all: test
 
 run: $(STAMP)
 	$(BIN)/tongban demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium docker-compose
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -55,6 +56,21 @@ chromium:
 		exit 1; \
 	fi; \
 	command -v chromium >/dev/null 2>&1 || { echo "error: chromium still not on PATH after apt-get install" >&2; exit 1; }
+
+# tests/test_docker.py validates docker/compose.yaml with 'docker-compose config'
+# (Debian's docker-compose; no Docker engine is needed). Install it if missing.
+docker-compose:
+	@if command -v docker-compose >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: docker-compose is missing and installing it needs root or sudo" >&2; exit 1; fi; \
+	echo "docker-compose not found: installing Debian package 'docker-compose' with apt-get"; \
+	if ! $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update \
+	   || ! $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose; then \
+		echo "error: apt-get could not install docker-compose; install it by hand (apt-get install docker-compose) and re-run 'make test'" >&2; \
+		exit 1; \
+	fi; \
+	command -v docker-compose >/dev/null 2>&1 || { echo "error: docker-compose still not on PATH after apt-get install" >&2; exit 1; }
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

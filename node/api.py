@@ -6,8 +6,6 @@ error is JSON ``{"error": code, "zh": ..., "en": ...}`` with a 4xx status.
 
 from __future__ import annotations
 
-import base64
-import re
 import time
 from typing import Any
 
@@ -15,7 +13,8 @@ from aiohttp import web
 
 from node.api_catalog import add_catalog_routes
 from node.api_circle import add_circle_routes
-from node.api_errors import error
+from node.api_errors import MATTER, REGION, error, json_object, no_route
+from node.api_joint import add_joint_routes
 from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
@@ -30,8 +29,6 @@ from protocol.wire import receipt_from_fields
 __all__ = ["NODE", "make_app"]
 
 NODE = web.AppKey("node", Node)
-_MATTER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")
-_REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -56,23 +53,21 @@ async def list_cases(request: web.Request) -> web.Response:
 async def create_case(request: web.Request) -> web.Response:
     """Collect and send a sample application (the clerk's form comes with the web app)."""
     node = request.app[NODE]
-    try:
-        payload = await request.json()
-    except ValueError:
-        return error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
-    if not isinstance(payload, dict):
-        return error(400, "bad_json", "请求体应为 JSON 对象", "the request body is not a JSON object")
+    payload = await json_object(request)
+    if isinstance(payload, web.Response):
+        return payload
     code = version = None
     if "matter" in payload:  # route it: 基本编码 and the applicant's location
         matter, location = payload.get("matter"), payload.get("location")
-        if not isinstance(matter, str) or not _MATTER.match(matter):
+        if not isinstance(matter, str) or not MATTER.match(matter):
             return error(400, "bad_matter", "请填写事项的基本编码", "give the matter's basic code")
-        if not isinstance(location, str) or not _REGION.match(location):
+        if not isinstance(location, str) or not REGION.match(location):
             return error(400, "bad_location", "请填写申请人所在地的行政区划代码（6、9 或 12 位）",
                           "give the applicant's GB/T 2260 location code (6, 9 or 12 digits)")
-        route = node.route(matter, location)
-        if isinstance(route, SignedRouteRefusal):
-            return _no_route(route)
+        routes = node.route(matter, [location])
+        if isinstance(routes, SignedRouteRefusal):
+            return no_route(routes)
+        [route] = routes
         handling, code, version = route.handling, route.code, route.version
     else:
         asked = payload.get("handling")
@@ -102,15 +97,6 @@ async def create_case(request: web.Request) -> web.Response:
         "case_id": result.case_id, "window_no": window_no, "handling": handling,
         "matter": application.matter.code, "state": sent.step.new_state if sent.step else None,
         "receipt": _receipt_json(receipt) if receipt else None}, status=201)
-
-
-def _no_route(signed: SignedRouteRefusal) -> web.Response:
-    """422 with the node's signed refusal: the window hands it to the applicant."""
-    refusal = signed.refusal
-    return web.json_response({
-        "error": "no_route", "zh": refusal.zh, "en": refusal.en,
-        "refusal": {**refusal.model_dump(mode="json"), "signed": base64.b64encode(
-            signed.canonical_bytes).decode()}}, status=422)
 
 
 async def get_case(request: web.Request) -> web.Response:
@@ -205,5 +191,6 @@ def make_app(node: Node) -> web.Application:
     app.router.add_post("/api/materials", upload_material)
     app.router.add_get("/api/materials/{object}", download_material)
     add_catalog_routes(app, NODE)
+    add_joint_routes(app, NODE)
     add_circle_routes(app, NODE)
     return app

@@ -31,7 +31,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from protocol import bodies as b
 from protocol.calendar import WorkingCalendar
 from protocol.circle import CircleRegistry
 from protocol.fields import date_of
+from protocol.joint import withdrawable
 from protocol.routes import RouteRefusal, SignedRouteRefusal
 from receipts import KeyRecord, KeyRegistry, Postmaster
 from receipts.errors import KeyFileError
@@ -126,6 +127,7 @@ class Node:
         self._tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
+        self._stopping = False
         self.counts = {"processed": 0, "batches": 0, "published": 0, "rejected": 0}
         #: Called with every ``Result`` once it is on disk (live pages, benchmarks).
         self.observers: list[Callable[[Result], None]] = []
@@ -158,13 +160,12 @@ class Node:
                     for worker in workers:
                         self._tasks_create(worker(), name=f"{self.region}-{worker.__name__}")
                     self._resume_forwarding()
+                    self._resume_joints()
                     if self.config.auto_review:
                         self._resume_review()
                     self.ready.set()
                     await stop.wait()
-                    # Every task this node started stops now: workers, forwarding, timers.
-                    for task in list(self._running):
-                        task.cancel()
+                    await self._stop_tasks()
                     self._fail_waiting(ConnectionAbortedError("the node is stopping"))
             finally:
                 self._tasks = None
@@ -191,17 +192,33 @@ class Node:
 
     # ------------------------------------------------------------------ workers
 
-    def route(self, matter: str, location: str) -> Route | SignedRouteRefusal:
-        """The handling region for an application (基本编码 ``matter``, applicant at
-        ``location``), or this node's signed refusal when no member can handle it."""
+    def route(self, matter: str, locations: Sequence[str],
+              mode: str = "proxy") -> list[Route] | SignedRouteRefusal:
+        """The handling region(s) for an application (基本编码 ``matter``, the applicant's
+        ``locations``: one, or one per place for 多地联办), or this node's signed refusal
+        when no member can handle it."""
         now = self.clock()
+        today = date_of(now).isoformat()
         try:
-            return self.router.route(matter, location, today=date_of(now).isoformat())
+            if mode == "joint":
+                routes = self.router.route_all(matter, locations, today=today)
+                if len(routes) < 2:
+                    raise NoRoute("这些地点都属于同一个办理地，请按异地代收代办办理",
+                                  "every location belongs to one handling region: submit it "
+                                  "as 异地代收代办 (proxy)")
+                return routes
+            return [self.router.route(matter, locations[0], today=today, mode=mode)]
         except NoRoute as exc:
-            log.info("no route for matter %s at %s: %s", matter, location, exc.en)
+            log.info("no route for matter %s at %s: %s", matter, ",".join(locations), exc.en)
             return sign_refusal(self.postmaster.signer, RouteRefusal(
-                collecting=self.region, matter=matter, location=location, mode="proxy",
-                zh=exc.zh, en=exc.en, at=now))
+                collecting=self.region, matter=matter, locations=tuple(locations),
+                mode="joint" if mode == "joint" else "proxy", zh=exc.zh, en=exc.en, at=now))
+
+    def joint_policy(self, routes: Sequence[Route]) -> str:
+        """What a refused part does: the strictest of the parts' catalog entries."""
+        entries = [self.catalog.entry(r.handling, r.code, r.version) for r in routes]
+        lenient = all(e is not None and e.joint_failure == "part_only" for e in entries)
+        return "part_only" if lenient else "whole_case"
 
     def _offers(self, basic_code: str) -> list[Offer]:
         return [Offer(*row) for row in self.catalog.index.offers(basic_code)]
@@ -218,7 +235,7 @@ class Node:
         if self.circle is not None:  # judge no partner's message before knowing the members
             await self.circle.caught_up.wait()
         batch = self.config.limits.inbox_batch
-        while True:
+        while not self._stopping:
             room = self._queue.maxsize - self._queue.qsize()
             if room < batch:
                 await asyncio.sleep(0.005)
@@ -259,6 +276,7 @@ class Node:
             self._after(result, follow_up)
             for observer in self.observers:
                 observer(result)
+        follow_up += self._joint_withdrawals(changes.joints)
         for msg_id, subject, wire, _ in changes.outbox:
             self._outbox.put_nowait((msg_id, subject, wire))
         if changes.resend:
@@ -405,6 +423,29 @@ class Node:
 
     # ------------------------------------------------------------------ forwarding
 
+    def _joint_withdrawals(self, joints: list[dict[str, Any]]) -> list[Command]:
+        """多地联办 under ``whole_case``: a part failed, so the parts still open are withdrawn."""
+        now = self.clock()
+        return [Command(case_id, "withdraw", b.Withdrawal(
+                    reason="多地联办的其他部分不予受理或已撤回，联办件整体撤回 / another part of the "
+                           "joint case was refused or withdrawn: the whole case is withdrawn",
+                    requested_at=now, requested_by="多地联办（系统）"))
+                for joint in joints for case_id in joint.get("withdraw", ())]
+
+    def _resume_joints(self) -> None:
+        """Withdrawals a failed joint case called for, if an earlier run stopped before
+        they were made."""
+        pending = []
+        for joint in self.store.joints(open_only=True, limit=100_000):
+            if joint["state"] != "failed":
+                continue
+            rows = [self.store.case_row(case_id) for case_id, _ in joint["parts"]]
+            withdraw = [row["case_id"] for row, outcome in zip(rows, joint["outcomes"], strict=True)
+                        if row is not None and outcome is None and withdrawable(row["state"])]
+            pending += self._joint_withdrawals([{"withdraw": withdraw}])
+        if pending:
+            self._tasks_create(self.commands(pending), name=f"{self.region}-resume-joints")
+
     def _resume_forwarding(self) -> None:
         for row in self.store.cases(state="forwarding", limit=100_000):
             self._start_forwarding(row["case_id"])
@@ -459,6 +500,18 @@ class Node:
         if request is None:
             raise ConnectionError("this transport cannot make NATS requests")
         return await request(subject, data, timeout)  # type: ignore[no-any-return]
+
+    async def _stop_tasks(self) -> None:
+        """Every task this node started stops now: workers, forwarding, timers. Cancelled
+        again while any is left: under Python 3.11 ``asyncio.wait_for`` (inside nats-py's
+        fetches) can lose a cancellation that arrives as a message does, and the loops
+        around those fetches also end on the stop flags."""
+        self._stopping = True
+        self.transport.stopping()
+        while self._running:
+            for task in list(self._running):
+                task.cancel()
+            await asyncio.wait(list(self._running), timeout=1.0)
 
     def _tasks_create(self, coroutine: Any, name: str | None = None) -> None:
         if self._tasks is None:

@@ -71,11 +71,13 @@ def topology() -> None:
                    "base+3200..; region leaves base+100.. in the order given.")
 @click.option("--hub-host", "hub_hosts", multiple=True,
               help="Name of hub server 1, 2, 3 (give three, e.g. hub-1 hub-2 hub-3 in compose).")
+@click.option("--leaf-host", help="Address of each region's leaf, '{region}' replaced by its code "
+                                  "(e.g. leaf-{region} in compose); default: --host.")
 @click.option("--name", "names", multiple=True, help="Another name for every server certificate.")
 @click.option("--force", is_flag=True, help="Overwrite a topology already in FOLDER.")
 def topology_init(folder: Path, regions: tuple[str, ...], convener: str | None, host: str,
-                  listen: str, port_base: int, hub_hosts: tuple[str, ...], names: tuple[str, ...],
-                  force: bool) -> None:
+                  listen: str, port_base: int, hub_hosts: tuple[str, ...], leaf_host: str | None,
+                  names: tuple[str, ...], force: bool) -> None:
     """Write operator, accounts, credentials, TLS certificates and server configs.
 
     Seeds, private keys and .creds files are written with mode 0600.
@@ -88,7 +90,7 @@ def topology_init(folder: Path, regions: tuple[str, ...], convener: str | None, 
     if not 1024 <= port_base <= 65535 - 3300:
         fail(f"端口基数 {port_base} 超出范围", f"--port-base {port_base} is out of range")
     plan = default_plan(codes, convener=convener, host=host, listen=listen, port_base=port_base,
-                        hub_hosts=list(hub_hosts) or None, names=list(names))
+                        hub_hosts=list(hub_hosts) or None, leaf_host=leaf_host, names=list(names))
     try:
         Topology(folder).init(plan, overwrite=force)
     except TopologyError as exc:

@@ -45,6 +45,7 @@ from protocol import bodies as b
 from protocol.codec import encode
 from protocol.envelope import Envelope
 from protocol.fields import date_of
+from protocol.joint import part_outcome, resolve, withdrawable
 from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import Letter, Postmaster
 from receipts.envelopes import Opened
@@ -78,6 +79,17 @@ class Command:
     event: str
     body: Any = None
     peer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class JointCollect:
+    """The body of a ``collect_joint`` command: a 多地联办 application split into parts,
+    each ``(handling region, application)``. The engine names the joint case and its
+    parts (``<joint id>.<n>``) and collects them all in one batch, or none."""
+
+    matter: str  # 基本编码
+    policy: str  # what a refused part does: whole_case | part_only (protocol.joint)
+    parts: tuple[tuple[str, b.Application], ...]
 
 
 @dataclasses.dataclass
@@ -172,6 +184,8 @@ class _Batch:
         # Out-of-band rejections of authenticated messages: recipient, case, body.
         self.rejections: list[tuple[str, str, b.Rejection]] = []
         self.seen_answers: dict[bytes, list[str]] = {}
+        self.joints: dict[str, dict[str, Any]] = {}  # 多地联办 rows read or made in this batch
+        self.new_joints: list[str] = []
 
     # ------------------------------------------------------------------ inputs
 
@@ -221,6 +235,8 @@ class _Batch:
         try:
             if item.event == "collect":
                 return self._collect(item)
+            if item.event == "collect_joint":
+                return self._collect_joint(item)
             case = self._case(item.case_id) if item.case_id else None
             if case is None:
                 raise LocalProtocolError(Reason.INVALID_FIELD, f"no case {item.case_id}")
@@ -238,6 +254,9 @@ class _Batch:
 
     def finish(self) -> Changes:
         engine, changes, now = self.engine, self.changes, self.now
+        self._follow_joints()
+        changes.joints += [self.joints[j] for j in self.new_joints
+                           if not any(row["joint_id"] == j for row in changes.joints)]
         unsigned = [step.receipt for _, step, _ in self.steps if step.receipt is not None]
         signed = {r.digest: r for r in engine.postmaster.sign_receipts(unsigned)}
         ours = {(r.case, r.index): r for r in signed.values()}  # all made by this batch
@@ -324,6 +343,56 @@ class _Batch:
         self.changes.bodies.append((case_id, "application", item.body.canonical_bytes))
         self.steps.append((case_id, step, None))
         return Result("applied", case_id, step)
+
+    def _collect_joint(self, item: Command) -> Result:
+        joint = item.body
+        if not isinstance(joint, JointCollect) or not 2 <= len(joint.parts) <= 20:
+            raise LocalProtocolError(Reason.INVALID_FIELD, "a joint case has 2 to 20 parts")
+        joint_id = self.engine.new_case_id(self.now) + "J"
+        regions = tuple(peer for peer, _ in joint.parts)
+        parts = [(f"{joint_id}.{n}", peer, application.model_copy(update={
+                  "joint": b.JointRef(id=joint_id, part=n, regions=regions)}))
+                 for n, (peer, application) in enumerate(joint.parts, start=1)]
+        for case_id, peer, application in parts:  # every part valid, or none is collected
+            Case(case=case_id, role="collecting", ours=self.engine.region, theirs=peer,
+                 our_key=self.engine.postmaster.keys.sign_key_id, calendar=self.engine.calendar,
+                 acceptance=application.acceptance).local("collect", application, self.now)
+        for case_id, peer, application in parts:
+            self._collect(Command(case_id, "collect", application, peer=peer))
+        self.joints[joint_id] = {
+            "joint_id": joint_id, "matter": joint.matter, "policy": joint.policy,
+            "state": "open", "parts": [(case_id, peer) for case_id, peer, _ in parts],
+            "outcomes": [None] * len(parts), "at": self.now, "closed_at": None}
+        self.new_joints.append(joint_id)
+        return Result("applied", joint_id)
+
+    def _joint(self, joint_id: str) -> dict[str, Any] | None:
+        joint = self.joints.get(joint_id)
+        if joint is None:
+            joint = self.engine.store.joint(joint_id)
+            if joint is not None:
+                self.joints[joint_id] = joint
+        return joint
+
+    def _follow_joints(self) -> None:
+        """多地联办: the joint cases whose parts moved in this batch follow them."""
+        touched = {case_id.rpartition(".")[0] for case_id, case in self.cases.items()
+                   if "." in case_id and case.role == "collecting"}
+        for joint_id in sorted(touched):
+            joint = self._joint(joint_id)
+            if joint is None or joint["closed_at"] is not None:
+                continue
+            parts = [self._case(case_id) for case_id, _ in joint["parts"]]
+            outcomes = [None if case is None else part_outcome(case.state, earlier)
+                        for case, earlier in zip(parts, joint["outcomes"], strict=True)]
+            decided = resolve(joint["policy"], outcomes)
+            withdraw = [case.case for i, case in enumerate(parts)
+                        if i in decided.withdraw and case is not None and withdrawable(case.state)]
+            if (outcomes, decided.state) == (joint["outcomes"], joint["state"]) and not withdraw:
+                continue
+            joint.update(outcomes=outcomes, state=decided.state, at=self.now,
+                         closed_at=self.now if decided.closed else None, withdraw=withdraw)
+            self.changes.joints.append(joint)
 
     def _open_handling_case(self, opened: Opened) -> Case | Result:
         envelope, body = opened.envelope, opened.body

@@ -466,13 +466,17 @@ ca = {_q(str(folder / "tls" / "ca.pem"))}
 
 def default_plan(regions: list[str], *, convener: str | None, host: str = "127.0.0.1",
                  listen: str = "127.0.0.1", port_base: int = 4222,
-                 hub_hosts: list[str] | None = None, names: list[str] | None = None) -> Plan:
+                 hub_hosts: list[str] | None = None, leaf_host: str | None = None,
+                 names: list[str] | None = None) -> Plan:
     """Hub servers on ``port_base``+0..2 (clients), +1000.. (routes), +3200.. (leaves);
-    region leaves on ``port_base``+100.. in the order given."""
+    region leaves on ``port_base``+100.. in the order given, at ``leaf_host`` (``{region}``
+    replaced by the code: ``leaf-{region}`` in compose, one container per leaf) or ``host``."""
     hosts = hub_hosts or [host] * 3
     hub = [HubServer(name=f"hub-{i + 1}", host=hosts[i], client_port=port_base + i,
                      cluster_port=port_base + 1000 + i, leaf_port=port_base + 3200 + i)
            for i in range(3)]
-    leaves = {code: RegionLeaf(region=code, account="", host=host, port=port_base + 100 + i,
-                               convener=code == convener) for i, code in enumerate(regions)}
+    leaves = {code: RegionLeaf(region=code, account="",
+                               host=(leaf_host or host).replace("{region}", code),
+                               port=port_base + 100 + i, convener=code == convener)
+              for i, code in enumerate(regions)}
     return Plan(hub=hub, regions=leaves, listen=listen, names=list(names or []))

@@ -139,6 +139,7 @@ class Transport(Protocol):
     async def get_material(self, name: str, path: Path) -> None: ...
     async def put_values(self, bucket: str, items: Sequence[CatalogUpdate]) -> None: ...
     def rewatch(self, bucket: str) -> None: ...
+    def stopping(self) -> None: ...
     async def delete_value(self, bucket: str, key: str) -> None: ...
     async def watch_bucket(
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
@@ -388,6 +389,12 @@ class NatsTransport:
         shared = self.settings.shared_prefix
         return f"$KV.{bucket}.{key}" if shared is None else f"{shared}.$KV.{bucket}.{key}"
 
+    def stopping(self) -> None:
+        """The node is stopping: bucket watches end at their next turn. (A cancellation
+        alone may not end them: under Python 3.11 ``asyncio.wait_for``, which nats-py's
+        fetches use, can lose one that arrives as a message does.)"""
+        self._closing = True
+
     def rewatch(self, bucket: str) -> None:
         """Start a bucket's watch again from the values it holds (its handler looks again
         at what it refused, e.g. after the circle's keys changed)."""
@@ -434,7 +441,7 @@ class NatsTransport:
         versions a case may be pinned to as well, then new ones) is paced
         by our own fetches. After a reconnect it is made again, from the current
         values (the handler drops what it knows)."""
-        while True:
+        while not self._closing:
             started = self._watch_round(bucket)
             try:
                 await self._bucket(bucket)
@@ -464,7 +471,7 @@ class NatsTransport:
                       started: tuple[int, int]) -> None:
         prefix = f"$KV.{bucket}."
         caught_up = False
-        while self._watch_round(bucket) == started:
+        while self._watch_round(bucket) == started and not self._closing:
             try:
                 # Once caught up, wait for one value: a fetch of many that has one waits
                 # out its whole timeout for more (nats-py); then take what else is there.

@@ -31,6 +31,7 @@ from protocol.codes import (
 )
 from protocol.fields import (
     Address,
+    CaseId,
     Date,
     Digest,
     DocNumber,
@@ -62,6 +63,7 @@ __all__ = [
     "FormalReview",
     "Forwarded",
     "IdentityCheck",
+    "JointRef",
     "MaterialRef",
     "MatterRef",
     "Outcome",
@@ -245,6 +247,21 @@ class Refuse(Wire):
 Decision = Annotated[Accept | SupplementRequest | Refuse, Field(discriminator="outcome")]
 
 
+class JointRef(Wire):
+    """多地联办: this application is part ``part`` of a joint case at the collecting
+    region, whose parts go to ``regions`` (in part order; protocol.joint)."""
+
+    id: CaseId  # the joint case at the collecting region
+    part: int = Field(ge=1, le=20)
+    regions: tuple[RegionCode, ...] = Field(min_length=2, max_length=20)
+
+    @model_validator(mode="after")
+    def _part_listed(self) -> JointRef:
+        if self.part > len(self.regions):
+            raise ValueError(f"part {self.part} of {len(self.regions)}")
+        return self
+
+
 class Application(Wire):
     """An application collected at a 通办专窗 for a matter handled elsewhere (代收代办)."""
 
@@ -259,6 +276,7 @@ class Application(Wire):
     window: WindowRecord
     window_decision: Accept | None = None  # set only in the collecting-decides model
     summary: Text = ""  # 办理摘要
+    joint: JointRef | None = None  # 多地联办: one part of a joint case
 
     @model_validator(mode="after")
     def _decision_matches_model(self) -> Application:

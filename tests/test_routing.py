@@ -257,7 +257,7 @@ async def test_an_application_is_routed_through_the_hub_and_no_route_is_a_signed
             assert reply["zh"]
             signed = SignedRouteRefusal.model_validate(
                 decode(base64.b64decode(reply["refusal"]["signed"])))
-            assert check_refusal(signed, window.registry).location == payload["location"]
+            assert check_refusal(signed, window.registry).locations == (payload["location"],)
             trusted = KeyRegistry()
             trusted.add_node(KEYS[WINDOW], valid_from=0)
             check_refusal(signed, trusted)  # anyone with the registry can check it

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import queue
 import sqlite3
 import threading
@@ -86,6 +87,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
             updated_at INTEGER NOT NULL)""",
         "CREATE INDEX materials_state ON materials(state)",
     ),
+    (  # version 3: 多地联办 joint cases; their parts are cases named <joint_id>.<n>
+        """CREATE TABLE joints (
+            joint_id TEXT PRIMARY KEY, matter TEXT NOT NULL, policy TEXT NOT NULL,
+            state TEXT NOT NULL, parts TEXT NOT NULL, outcomes TEXT NOT NULL,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, closed_at INTEGER)""",
+        "CREATE INDEX joints_open ON joints(joint_id) WHERE closed_at IS NULL",
+    ),
 ]
 
 
@@ -145,6 +153,9 @@ class Changes:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Material rows to insert or move on (state: local, to_send, sent, to_fetch, fetched).
     materials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Joint cases (多地联办) to insert or update: joint_id, matter, policy, state, parts
+    #: [(case_id, handling)], outcomes, at, closed_at.
+    joints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in dataclasses.fields(self))
@@ -278,6 +289,21 @@ class Store:
             args = (state,)
         cursor = self._db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit))
         return _all(cursor)
+
+    def joint(self, joint_id: str) -> dict[str, Any] | None:
+        """A joint case (多地联办): its parts as ``[(case_id, handling), ...]``."""
+        row = _one(self._db.conn.execute(
+            "SELECT joint_id, matter, policy, state, parts, outcomes, created_at, updated_at, "
+            "closed_at FROM joints WHERE joint_id = ?", (joint_id,)))
+        return None if row is None else _joint(row)
+
+    def joints(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        sql = ("SELECT joint_id, matter, policy, state, parts, outcomes, created_at, updated_at, "
+               "closed_at FROM joints")
+        if open_only:
+            sql += " WHERE closed_at IS NULL"
+        cursor = self._db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (limit,))
+        return [_joint(row) for row in _all(cursor)]
 
     def count_states(self) -> dict[str, int]:
         return dict(self._db.conn.execute(
@@ -444,6 +470,21 @@ def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
             "peer = coalesce(excluded.peer, peer), updated_at = excluded.updated_at",
             {"case_id": None, "peer": None, "name": "", "media_type": "", "size": 0,
              "sha256": b"", "key": b"", "chunk_size": 0, **row})
+    if changes.joints:
+        execute(
+            "INSERT INTO joints (joint_id, matter, policy, state, parts, outcomes, created_at, "
+            "updated_at, closed_at) VALUES (:joint_id, :matter, :policy, :state, :parts, "
+            ":outcomes, :at, :at, :closed_at) ON CONFLICT(joint_id) DO UPDATE SET "
+            "state = excluded.state, outcomes = excluded.outcomes, "
+            "updated_at = excluded.updated_at, closed_at = excluded.closed_at",
+            [{**j, "parts": json.dumps(j["parts"]), "outcomes": json.dumps(j["outcomes"])}
+             for j in changes.joints])
     for name, value in changes.counters.items():
         conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
                      "DO UPDATE SET value = max(value, excluded.value)", (name, value))
+
+
+def _joint(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "parts": [tuple(p) for p in json.loads(row["parts"])],
+            "outcomes": json.loads(row["outcomes"])}
+

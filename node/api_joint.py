@@ -1,0 +1,84 @@
+"""多地联办 in the JSON API: open a joint case, follow its parts.
+
+``POST /api/joints`` ``{"matter": 基本编码, "locations": [行政区划代码, ...]}`` routes
+each location (routing.router.route_all), collects one part per handling region in
+one batch and submits them; ``GET /api/joints`` and ``GET /api/joints/{id}`` show the
+joint case with each part's state and outcome (protocol.joint).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from node.api_errors import MATTER, REGION, error, json_object, no_route
+from node.app import Node
+from node.engine import Command, JointCollect
+from protocol.joint import JOINT_STATES_ZH, PART_OUTCOMES_ZH
+from protocol.routes import SignedRouteRefusal
+from protocol.states import STATE_NAMES_ZH
+
+__all__ = ["add_joint_routes"]
+
+
+def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
+    async def create(request: web.Request) -> web.Response:
+        node = request.app[node_key]
+        payload = await json_object(request)
+        if isinstance(payload, web.Response):
+            return payload
+        matter, locations = payload.get("matter"), payload.get("locations")
+        if not isinstance(matter, str) or not MATTER.match(matter):
+            return error(400, "bad_matter", "请填写事项的基本编码", "give the matter's basic code")
+        if (not isinstance(locations, list) or not 2 <= len(locations) <= 20
+                or not all(isinstance(x, str) and REGION.match(x) for x in locations)):
+            return error(400, "bad_locations", "多地联办需要 2 至 20 个行政区划代码（6、9 或 12 位）",
+                          "a joint application needs 2 to 20 GB/T 2260 location codes")
+        routes = node.route(matter, locations, mode="joint")
+        if isinstance(routes, SignedRouteRefusal):
+            return no_route(routes)
+        now = node.clock()
+        window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
+        parts = tuple((r.handling, node.catalog.sample_application(
+            r.handling, now, window_no, r.code, r.version)) for r in routes)
+        collected = await node.command(Command(None, "collect_joint", JointCollect(
+            matter=matter, policy=node.joint_policy(routes), parts=parts)))
+        if collected.outcome != "applied" or collected.case_id is None:
+            return error(422, collected.reason.code if collected.reason else "refused",
+                          "联办件收件失败", collected.detail or "collect refused")
+        joint = node.store.joint(collected.case_id)
+        assert joint is not None
+        await node.commands([Command(case_id, "submit") for case_id, _ in joint["parts"]])
+        return web.json_response(_joint_json(node, collected.case_id), status=201)
+
+    async def listing(request: web.Request) -> web.Response:
+        node = request.app[node_key]
+        return web.json_response([_joint_json(node, j["joint_id"])
+                                  for j in node.store.joints(limit=100)])
+
+    async def detail(request: web.Request) -> web.Response:
+        node = request.app[node_key]
+        joint_id = request.match_info["joint_id"]
+        if node.store.joint(joint_id) is None:
+            return error(404, "no_joint", "没有这个联办件", f"no joint case {joint_id}")
+        return web.json_response(_joint_json(node, joint_id))
+
+    app.router.add_post("/api/joints", create)
+    app.router.add_get("/api/joints", listing)
+    app.router.add_get("/api/joints/{joint_id}", detail)
+
+
+def _joint_json(node: Node, joint_id: str) -> dict[str, Any]:
+    joint = node.store.joint(joint_id)
+    assert joint is not None
+    parts = []
+    for (case_id, handling), outcome in zip(joint["parts"], joint["outcomes"], strict=True):
+        state = (node.store.case_row(case_id) or {}).get("state")
+        parts.append({"case_id": case_id, "handling": handling, "state": state,
+                      "state_zh": STATE_NAMES_ZH.get(state or "", state),
+                      "outcome": outcome, "outcome_zh": PART_OUTCOMES_ZH.get(outcome or "")})
+    return {"joint_id": joint_id, "matter": joint["matter"], "policy": joint["policy"],
+            "state": joint["state"], "state_zh": JOINT_STATES_ZH[joint["state"]],
+            "closed_at": joint["closed_at"], "parts": parts}
