@@ -3,7 +3,8 @@
 ``GET /api/circle``                             the registry this node trusts, waiting join
                                                 requests (convener), refused registries;
 ``POST /api/circle/join``                       this node asks to join (``{"contact_name",
-                                                "contact_phone", "contact_email"}``);
+                                                "contact_phone", "contact_email",
+                                                "nats_account", "relay"}``);
 ``POST /api/circle/requests/{region}/approve``  the convener admits a region;
 ``POST /api/circle/requests/{region}/refuse``   … or refuses it (``{"reason"}``);
 ``POST /api/circle/members/{region}/{suspend|revoke|reinstate}``
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -19,11 +21,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from node.api_errors import error
 from node.app import Node
-from node.circle import Circle
+from node.circle import Circle, RelayError
 from protocol.circle import Contact, NatsAccount
 from protocol.errors import ProtocolError
 
 __all__ = ["add_circle_routes"]
+
+_REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")
 
 
 def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
@@ -55,10 +59,12 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
             "circle": circle.config.id, "convener": circle.config.convener,
             "version": registry.version if registry else None,
             "members": [{"region": m.region, "name": m.name, "status": m.status,
-                         "status_at": m.status_at, "sign_keys": [k.key for k in m.sign_keys]}
+                         "status_at": m.status_at, "sign_keys": [k.key for k in m.sign_keys],
+                         "relay": m.relay}
                         for m in (registry.members if registry else ())],
             "requests": [{"region": r.region, "name": r.name, "contact": r.contact.model_dump(),
-                          "requested_at": r.requested_at, "sign_key": r.sign_key.key}
+                          "requested_at": r.requested_at, "sign_key": r.sign_key.key,
+                          "nats_account": r.nats_account, "relay": r.relay}
                          for r in circle.requests.values()],
             "decisions": [{"region": r, "decision": d, "reason": why, "at": at}
                           for r, d, why, at in circle.decisions],
@@ -81,8 +87,14 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         except ValidationError as exc:
             return error(400, "bad_contact", "联系人信息有误：姓名必填，电话、邮箱格式要正确",
                          f"contact: {exc.errors()[0]['loc'][0]} {exc.errors()[0]['msg']}")
+        relay = payload.get("relay") or None
+        if relay is not None and not (isinstance(relay, str) and _REGION.match(relay)):
+            return error(400, "bad_relay", "经由地区应为 6、9 或 12 位行政区划代码（GB/T 2260）",
+                         "relay must be a GB/T 2260 region code (6, 9 or 12 digits)")
         try:
-            sent = await circle.request_join(contact, account)
+            sent = await circle.request_join(contact, account, relay)
+        except RelayError as exc:  # this region itself, or not a member that may relay
+            return error(400, "bad_relay", exc.zh, exc.en)
         except ConnectionError as exc:
             return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
         return web.json_response({"region": sent.region, "name": sent.name,

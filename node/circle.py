@@ -13,8 +13,9 @@ ignored and remembered in ``refused``, for operators.
 The adopted registry is also kept in the data directory, so a restarted node
 trusts the same members before it reaches NATS.
 
-Joining: a new region's node puts its ``JoinRequest`` (its keys, account and
-contact, signed with the signing key it brings) in the same bucket under
+Joining: a new region's node puts its ``JoinRequest`` (its keys, account,
+contact and, for a region reached through a provincial hub, its relay 经由; signed
+with the signing key it brings) in the same bucket under
 ``join.<region>``. The convener's node keeps the requests that check in
 ``requests``; its operator approves (the next registry, signed and published, so
 every node takes the newcomer in at once) or refuses (the request is removed).
@@ -70,7 +71,7 @@ from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
 from routing.regions import official_name, unofficial_names
 
-__all__ = ["Circle"]
+__all__ = ["Circle", "RelayError"]
 
 log = logging.getLogger("tongban.circle")
 
@@ -78,6 +79,15 @@ REGISTRY_KEY = "registry"
 DAY_MS = 86_400_000
 JOIN_PREFIX = "join."
 KEY_CHECK_S = 300  # how often the key ring looks again whether a key ended
+
+
+class RelayError(ValueError):
+    """A join request names a relay (经由) that cannot relay for the region; ``zh``/``en``."""
+
+    def __init__(self, zh: str, en: str) -> None:
+        super().__init__(en)
+        self.zh = zh
+        self.en = en
 
 
 class Circle:
@@ -169,10 +179,14 @@ class Circle:
 
     # ---------------------------------------------------------------- joining
 
-    def join_request(self, contact: Contact, nats_account: str | None = None) -> SignedJoinRequest:
+    def join_request(self, contact: Contact, nats_account: str | None = None,
+                     relay: str | None = None) -> SignedJoinRequest:
         """This node's request to join, signed with the key it brings. A member with a
         prepared pair (``tongban keys rotate``) brings that one, endorsed by its current
-        signing key: a rotation (§13.1)."""
+        signing key: a rotation (§13.1). ``relay`` (经由, §14.2): the member whose node
+        passes this region's messages on; checked here so that a mistake is said to the
+        operator who made it, not found by the convener when the registry will not sign."""
+        self.check_relay(relay)
         now = self.clock()
         try:
             self.own.refresh()  # the prepared pair may have been written while we run
@@ -187,13 +201,35 @@ class Circle:
             sign_key=MemberKey(key=brought.sign_key_id, public=brought.sign_public, valid_from=now),
             encrypt_key=MemberKey(key=brought.encrypt_key_id, public=brought.encrypt_public,
                                   valid_from=now),
-            nats_account=nats_account, contact=contact, requested_at=now)
+            nats_account=nats_account, relay=relay, contact=contact, requested_at=now)
         signer = self.own.signer_for(brought.sign_key_id)
         assert signer is not None  # a held pair
         return sign_join(signer, request, endorser=self.own.signer if member else None)
 
-    async def request_join(self, contact: Contact, nats_account: str | None = None) -> JoinRequest:
-        signed = self.join_request(contact, nats_account)
+    def check_relay(self, relay: str | None) -> None:
+        """Raise ``RelayError`` unless ``relay`` may relay for
+        this region: another region, and, as far as the registry held here says, a member
+        that delivers directly (a path has one hop at most). Before any registry is held,
+        the convener's approval checks the rest."""
+        if relay is None:
+            return
+        if relay == self.own.region:
+            raise RelayError(f"经由地区不能是本地区 {relay}",
+                             f"the relay cannot be this region {relay} itself")
+        if self.current is None:
+            return
+        hub = self.current.member(relay)
+        if hub is None or hub.status == "revoked":
+            raise RelayError(f"经由地区 {relay} 不是通办圈成员",
+                             f"the relay {relay} is not a member of circle {self.config.id}")
+        if hub.relay is not None:
+            raise RelayError(f"经由地区 {relay} 本身经由 {hub.relay} 中转，只允许一跳",
+                             f"the relay {relay} is itself reached through {hub.relay}; a path "
+                             f"has one hop")
+
+    async def request_join(self, contact: Contact, nats_account: str | None = None,
+                           relay: str | None = None) -> JoinRequest:
+        signed = self.join_request(contact, nats_account, relay)
         await self.transport.put_values(CIRCLE_BUCKET, [(f"{JOIN_PREFIX}{self.own.region}",
                                                           signed.canonical_bytes)])
         return signed.request

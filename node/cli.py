@@ -71,6 +71,36 @@ def keys_new(region: str, out: Path) -> None:
     click.echo(f"written to     {out}/ (sign.pem, encrypt.pem: mode 0600; public.json)")
 
 
+@keys.command("nats-account")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write account.nk (mode 0600) and account.pub: in the region's "
+                   "copy of the topology folder, regions/<region code>/.")
+def keys_nats_account(out: Path) -> None:
+    """Generate the region's own NATS account key (an NKey).
+
+    The seed (account.nk, mode 0600) stays with the region: it signs the region's
+    NATS users ('tongban topology creds'). Send the public key (A…, also in
+    account.pub) to the hub operator, who admits the account with 'tongban topology
+    admit FOLDER <region> --account A…', and give it with the join request
+    ('tongban circle request-join --nats-account A…'). Never overwrites a seed.
+    """
+    from node.natsauth import new_key, write_private
+
+    seed_file = out / "account.nk"
+    if seed_file.exists():
+        fail(f"账户私钥 {seed_file} 已存在，不会覆盖",
+             f"{seed_file} already exists; not overwriting an account seed")
+    pair = new_key("account")
+    assert pair.seed is not None
+    try:
+        write_private(seed_file, pair.seed + "\n")
+        (out / "account.pub").write_text(pair.public + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"无法写入目录 {out}", f"cannot write to {out}: {exc.strerror}")
+    click.echo(f"NATS account   {pair.public}")
+    click.echo(f"written to     {out}/ (account.nk: mode 0600; account.pub)")
+
+
 @keys.command("rotate")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="The node's key folder (keys_dir, by default <data_dir>/keys).")
@@ -204,11 +234,48 @@ def demo(base_port: int, once: bool) -> None:
 @main.command()
 @click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
               help="Web address of the collecting node.")
-@click.option("--handling", required=True, help="Region code of the handling region.")
-def submit(url: str, handling: str) -> None:
-    """Collect and send a sample application at a running node; print its receipt."""
-    reply = http_json("POST", f"{url}/api/cases", {"handling": handling})
+@click.option("--matter", help="基本编码 of the matter: the node routes it from the catalogs.")
+@click.option("--location", help="The applicant's GB/T 2260 location (户籍地, 住所地 or 参保地) "
+                                 "that routing turns on; with --matter.")
+@click.option("--handling", help="Region code of the handling region (instead of --matter).")
+def submit(url: str, matter: str | None, location: str | None, handling: str | None) -> None:
+    """Collect and send a sample application at a running node; print its receipt.
+
+    With --matter and --location the node finds the handling region from the
+    circle's catalogs (docs/protocol.md §14.1); when there is none, it says exactly
+    why. With --handling the sample goes to that region."""
+    if (matter is None) == (handling is None):
+        fail("请给出 --matter 与 --location，或给出 --handling",
+             "give --matter with --location, or --handling")
+    if matter is not None and location is None:
+        fail("请用 --location 写明申请人所在地的行政区划代码",
+             "give the applicant's location code with --location")
+    body = {"matter": matter, "location": location} if matter else {"handling": handling}
+    reply = http_json("POST", f"{url}/api/cases", body)
+    click.echo(f"已收件并推送 / collected and sent: case {reply['case_id']} → {reply['handling']} "
+               f"(matter {reply['matter']}, state {reply['state']})")
     click.echo(json.dumps(reply, ensure_ascii=False, indent=2))
+
+
+@main.command()
+@click.argument("case_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default: <case id>.tbb).")
+@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
+              help="Web address of the node that holds the case.")
+def bundle(case_id: str, out: Path | None, url: str) -> None:
+    """Download a case's evidence bundle (证据包); check it with 'tongban verify'."""
+    from node.cli_http import request
+
+    data = request("GET", f"{url}/api/cases/{case_id}/bundle")
+    target = out or Path(f"{case_id}.tbb")
+    partial = target.with_name(target.name + ".part")
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)
+    except OSError as exc:
+        fail(f"无法写入 {target}", f"cannot write {target}: {exc.strerror}")
+    click.echo(f"已写出证据包 / bundle written: {target} ({len(data):,} bytes)")
 
 
 @main.command()

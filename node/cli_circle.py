@@ -3,6 +3,7 @@ rotating a member's keys."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ from node.cli_http import fail, http_json
 
 __all__ = ["circle"]
 
+_REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
 NODE_OPTION = click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
                            help="Web address of this region's running node.")
 
@@ -21,19 +23,44 @@ def circle() -> None:
 
 
 @circle.command("status")
+@click.option("--keys", "show_keys", is_flag=True,
+              help="Also list each member's signing key ids (to compare with 'tongban verify').")
 @NODE_OPTION
-def circle_status(url: str) -> None:
+def circle_status(show_keys: bool, url: str) -> None:
     """The registry this node trusts, and the join requests waiting (at the convener)."""
     reply = http_json("GET", f"{url}/api/circle")
     click.echo(f"通办圈 {reply['circle']} · 牵头单位 {reply['convener']} · 名册版本 "
                f"{reply['version'] or '—'}")
     for member in reply["members"]:
-        click.echo(f"  {member['region']} {member['name']}  {member['status']}")
+        via = f"  经由 / via {member['relay']}" if member.get("relay") else ""
+        click.echo(f"  {member['region']} {member['name']}  {member['status']}{via}")
+        if show_keys:
+            for key in member["sign_keys"]:
+                click.echo(f"      {key}")
     for request in reply["requests"]:
+        contact = request["contact"]
+        reach = " ".join(v for v in (contact.get("phone"), contact.get("email")) if v)
         click.echo(f"待审批 / waiting: {request['region']} {request['name']} "
-                   f"({request['contact']['name']})  {request['sign_key']}")
+                   f"({contact['name']}{' ' + reach if reach else ''})  {request['sign_key']}")
+        if request.get("nats_account"):
+            click.echo(f"    NATS 账户 / account {request['nats_account']}")
+        if request.get("relay"):
+            click.echo(f"    经由 / via {request['relay']}")
     for refused in reply["refused"]:
         click.echo(f"已拒绝的名册或申请 / refused: {refused}")
+
+
+def _relay(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _REGION.match(value):
+        fail(f"经由地区 {value!r} 不是 GB/T 2260 代码（6、9 或 12 位数字）",
+             f"--relay {value!r} is not a GB/T 2260 region code (6, 9 or 12 digits)")
+    return value
+
+
+RELAY_OPTION = click.option(
+    "--relay", callback=_relay, metavar="REGION",
+    help="经由: the member (a provincial hub) whose node passes this region's messages on, when "
+         "the other members have no direct path to its inbox (docs/protocol.md §14.2).")
 
 
 @circle.command("request-join")
@@ -41,16 +68,19 @@ def circle_status(url: str) -> None:
 @click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
 @click.option("--contact-email", default="", help="Their e-mail.")
 @click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
+@RELAY_OPTION
 @NODE_OPTION
 def circle_request_join(contact_name: str, contact_phone: str, contact_email: str,
-                        nats_account: str, url: str) -> None:
+                        nats_account: str, relay: str | None, url: str) -> None:
     """Ask the convener to admit this region: sends its keys, signed with them.
 
     A region that is a member already and has prepared new keys ('tongban keys
     rotate') sends those instead, endorsed by its current key: see 'rotate'."""
-    reply = _join(contact_name, contact_phone, contact_email, nats_account, url)
+    reply = _join(contact_name, contact_phone, contact_email, nats_account, relay, url)
     click.echo(f"已提交加入申请 / join request sent: {reply['region']} {reply['name']} "
                f"({reply['sign_key']}); the convener decides")
+    click.echo(f"请向牵头单位电话确认签名密钥 / confirm this signing key with the convener by "
+               f"phone: {reply['sign_key']}")
 
 
 @circle.command("rotate")
@@ -58,9 +88,10 @@ def circle_request_join(contact_name: str, contact_phone: str, contact_email: st
 @click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
 @click.option("--contact-email", default="", help="Their e-mail.")
 @click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
+@RELAY_OPTION
 @NODE_OPTION
 def circle_rotate(contact_name: str, contact_phone: str, contact_email: str,
-                  nats_account: str, url: str) -> None:
+                  nats_account: str, relay: str | None, url: str) -> None:
     """(Member) ask the convener to list this region's new keys (密钥轮换).
 
     Prepare them first with 'tongban keys rotate --dir <key folder>'. The request
@@ -71,7 +102,7 @@ def circle_rotate(contact_name: str, contact_phone: str, contact_email: str,
     opens messages sealed to its earlier encryption key until it ends.
     """
     before = http_json("GET", f"{url}/api/circle")
-    reply = _join(contact_name, contact_phone, contact_email, nats_account, url)
+    reply = _join(contact_name, contact_phone, contact_email, nats_account, relay, url)
     listed = next((m for m in before["members"] if m["region"] == reply["region"]), None)
     if listed is None:
         fail(f"{reply['region']} 还不是通办圈成员，已按加入申请提交",
@@ -85,10 +116,10 @@ def circle_rotate(contact_name: str, contact_phone: str, contact_email: str,
 
 
 def _join(contact_name: str, contact_phone: str, contact_email: str, nats_account: str,
-          url: str) -> Any:
+          relay: str | None, url: str) -> Any:
     return http_json("POST", f"{url}/api/circle/join", {
         "contact_name": contact_name, "contact_phone": contact_phone,
-        "contact_email": contact_email, "nats_account": nats_account})
+        "contact_email": contact_email, "nats_account": nats_account, "relay": relay})
 
 
 @circle.command("approve")
