@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from node.api_errors import error
+from node.api_errors import error, json_object
 from node.app import Node
 from node.circle import Circle, RelayError
 from protocol.circle import Contact, NatsAccount
@@ -42,13 +42,7 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         if request.content_type != "application/json":  # a form post from another site cannot
             return error(415, "json_only", "请求体须为 JSON（Content-Type: application/json）",
                          "send a JSON body (Content-Type: application/json)")
-        try:
-            payload = await request.json()
-        except ValueError:
-            return error(400, "bad_json", "请求体不是有效的 JSON", "the request body is not JSON")
-        if not isinstance(payload, dict):
-            return error(400, "bad_json", "请求体应为 JSON 对象", "the request body must be an object")
-        return payload
+        return await json_object(request)
 
     async def show(request: web.Request) -> web.Response:
         circle = circle_of(request)

@@ -111,6 +111,7 @@ class Circle:
                               f"the convener's public.json: {exc}") from exc
         self.current: CircleRegistry | None = None
         self._records: dict[Member, list[KeyRecord]] = {}  # of the registry held, by member
+        self._members_seen: dict[bytes, Member] = {}  # of the registry last decoded, by bytes
         self._held: bytes | None = None  # the adopted registry as it came
         #: Set once the bucket's values present at start were all seen (the inbox waits).
         self.caught_up = asyncio.Event()
@@ -339,7 +340,7 @@ class Circle:
         log.info("join request of %s %s is waiting for a decision", region, request.name)
 
     def _check(self, data: bytes) -> CircleRegistry:
-        signed = decode_registry(data)
+        signed = decode_registry(data, self._members_seen)
         now = self.clock()
         registry = check_registry(signed, self.anchor, circle=self.config.id, now=now,
                                   held=self.current)

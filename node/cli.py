@@ -21,7 +21,9 @@ from node.cli_catalog import catalog
 from node.cli_circle import circle
 from node.cli_http import fail, http_json
 from node.cli_topology import topology
+from protocol import ProtocolError
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
+from receipts.circle import check_registry, decode_registry, key_records
 from receipts.keys import KeyRing
 from receipts.registry import records_from_public_json
 
@@ -127,25 +129,57 @@ def keys_rotate(directory: Path) -> None:
                f"and have the convener approve with --key {prepared.sign_key_id}")
 
 
+def _trusted_registry(path: Path, anchor: Path | None) -> KeyRegistry:
+    """The member keys of a signed circle registry, once the convener's key (``anchor``)
+    is seen to have signed it."""
+    if anchor is None:
+        fail("--registry 需要 --anchor（牵头单位的 public.json）",
+             "--registry needs --anchor, the convener's public.json")
+    try:
+        signers = KeyRegistry(records_from_public_json(json.loads(anchor.read_text("utf-8"))))
+    except (OSError, ValueError, KeyFileError) as exc:
+        fail(f"无法读取牵头单位公钥 {anchor}", f"cannot use {anchor} as the anchor: {exc}")
+    try:
+        signed = decode_registry(path.read_bytes())
+        checked = check_registry(signed, signers, circle=signed.registry.circle,
+                                 now=signed.registry.issued_at)
+    except OSError as exc:
+        fail(f"无法读取 {path}", f"cannot read {path}: {exc.strerror}")
+    except (ProtocolError, ValueError) as exc:
+        fail(f"通办圈名册 {path} 未通过校验", f"the circle registry {path} does not check: {exc}")
+    return KeyRegistry(key_records(checked.members))
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--trust", "trusted", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="public.json of a region whose keys you trust (repeat for each side).")
+@click.option("--registry", "circle_registry", type=click.Path(dir_okay=False, path_type=Path),
+              help="A signed circle registry to trust (a node keeps the one it trusts in its "
+                   "data_dir as circle-registry.bin); needs --anchor.")
+@click.option("--anchor", type=click.Path(dir_okay=False, path_type=Path),
+              help="The convener's public.json, which must have signed --registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(bundle: Path, trusted: tuple[Path, ...], as_json: bool) -> None:
+def verify(bundle: Path, trusted: tuple[Path, ...], circle_registry: Path | None,
+           anchor: Path | None, as_json: bool) -> None:
     """Check an evidence bundle offline: signatures, decryption, chains, causes.
 
     Exits 0 when every link holds; otherwise names the first broken link and
-    exits 1. With --trust, every key the bundle uses must be one of those given;
-    without it, compare the keys it lists with the circle registry you trust.
+    exits 1. With --registry (a circle's members) or --trust (partners' public.json),
+    every key the bundle uses must be a trusted one and is judged by the trusted
+    validity; without them, compare the keys it lists with the registry you trust.
     """
     try:
         data = bundle.read_bytes()
     except OSError as exc:
         fail(f"无法读取 {bundle}", f"cannot read {bundle}: {exc.strerror}")
     registry = None
+    if circle_registry is not None:
+        registry = _trusted_registry(circle_registry, anchor)
+    elif anchor is not None:
+        fail("--anchor 需与 --registry 一起使用", "--anchor goes with --registry")
     if trusted:
-        registry = KeyRegistry()
+        registry = registry or KeyRegistry()
         for path in trusted:
             try:
                 for record in records_from_public_json(json.loads(path.read_text("utf-8"))):
@@ -172,7 +206,8 @@ def verify(bundle: Path, trusted: tuple[Path, ...], as_json: bool) -> None:
     click.echo(f"  envelopes: {report.envelopes}")
     for region, count in report.chains.items():
         click.echo(f"  chain of {region}: {count} receipts, last {report.last_kinds[region]!r}")
-    click.echo("  keys relied on" + (" (all trusted):" if trusted else " (compare with the registry):"))
+    trusting = bool(trusted or circle_registry)
+    click.echo("  keys relied on" + (" (all trusted):" if trusting else " (compare with the registry):"))
     for described in report.key_records:
         click.echo(f"    {described}")
 

@@ -28,7 +28,7 @@ import msgpack
 from protocol.errors import DecodeError, LocalProtocolError, Reason
 
 __all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Raw", "canonical", "decode", "decode_unchecked",
-           "encode", "raw_fields", "repack"]
+           "encode", "raw_fields", "raw_items", "repack", "same_as_parts"]
 
 #: Largest canonical message accepted. Materials travel separately (object store),
 #: so a message holds forms and references only.
@@ -235,6 +235,43 @@ def raw_fields(data: bytes) -> dict[str, bytes]:
             UnicodeDecodeError) as exc:
         raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
     return fields
+
+
+def raw_items(data: bytes) -> list[bytes]:
+    """The items of an encoded array, each as its own encoded bytes, without decoding
+    them. Raises ``DecodeError``."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    try:
+        items = []
+        for _ in range(unpacker.read_array_header()):
+            start = unpacker.tell()
+            unpacker.skip()
+            items.append(data[start:unpacker.tell()])
+        if unpacker.tell() != len(data):
+            raise DecodeError(Reason.MALFORMED, "bytes after the array")
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError) as exc:
+        raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
+    return items
+
+
+def same_as_parts(data: bytes, parts: dict[str, bytes] | list[bytes]) -> bool:
+    """Whether ``data`` is exactly the map (keys in order) or array of these raw parts
+    with the shortest header: with canonical parts, ``data`` is then canonical too."""
+    packer = msgpack.Packer(use_bin_type=True)
+    if isinstance(parts, dict):
+        keys = list(parts)
+        if keys != sorted(keys):
+            return False
+        header: bytes = packer.pack_map_header(len(parts))
+        body = b"".join(packer.pack(key) + value for key, value in parts.items())
+    else:
+        header = packer.pack_array_header(len(parts))
+        body = b"".join(parts)
+    return header + body == bytes(data)
 
 
 def decode_unchecked(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:

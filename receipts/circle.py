@@ -23,7 +23,8 @@ from protocol.circle import (
     join_digest,
     registry_digest,
 )
-from protocol.codec import decode, raw_fields
+from protocol.codec import decode, raw_fields, raw_items, same_as_parts
+from protocol.envelope import Signature
 from protocol.errors import Reason, RemoteProtocolError
 from receipts.registry import KeyRecord, KeyRegistry
 from receipts.signing import BatchSigner, SignatureChecker
@@ -37,14 +38,33 @@ def sign_registry(signer: BatchSigner, registry: CircleRegistry) -> SignedRegist
     return SignedRegistry(registry=registry, sig=sig)
 
 
-def decode_registry(data: bytes) -> SignedRegistry:
-    """A signed registry as it came from the bucket. Its canonical bytes are the
-    registry's own slice of ``data`` (decoding checked them canonical), so checking
-    the signature does not encode hundreds of members again. Raises ``ProtocolError``
+def decode_registry(data: bytes, known: dict[bytes, Member] | None = None) -> SignedRegistry:
+    """A signed registry as it came from the bucket.
+
+    Hundreds of members, of which a new version usually changes one: a member whose
+    bytes are in ``known`` (the members of the registry held, by their encoding) is
+    taken from there; the others are decoded and validated, and ``known`` is refilled
+    with this registry's members. The whole is canonical when its parts are and it is
+    exactly their concatenation. The registry's canonical bytes are its own slice of
+    ``data``, so checking the signature encodes nothing again. Raises ``ProtocolError``
     or ``pydantic.ValidationError``."""
-    signed = SignedRegistry.model_validate(decode(data))
-    signed.registry.__dict__["canonical_bytes"] = raw_fields(data)["registry"]
-    return signed
+    outer = raw_fields(data)
+    if list(outer) != ["registry", "sig"]:
+        raise RemoteProtocolError(Reason.INVALID_FIELD, "a signed registry is {registry, sig}")
+    fields = raw_fields(outer["registry"])
+    items = raw_items(fields.get("members", b"\x90"))
+    if not (same_as_parts(data, outer) and same_as_parts(outer["registry"], fields)
+            and same_as_parts(fields.get("members", b"\x90"), items)):
+        raise RemoteProtocolError(Reason.NON_CANONICAL, "the registry is not in canonical form")
+    earlier = dict(known or {})
+    members = [earlier.get(raw) or Member.model_validate(decode(raw)) for raw in items]
+    if known is not None:
+        known.clear()
+        known.update(zip(items, members, strict=True))
+    registry = CircleRegistry.model_validate(
+        {**{k: decode(v) for k, v in fields.items() if k != "members"}, "members": tuple(members)})
+    registry.__dict__["canonical_bytes"] = outer["registry"]
+    return SignedRegistry(registry=registry, sig=Signature.model_validate(decode(outer["sig"])))
 
 
 def check_registry(signed: SignedRegistry, anchor: KeyRegistry, *, circle: str, now: int,

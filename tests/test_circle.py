@@ -376,3 +376,37 @@ async def test_an_old_registry_is_refused_as_a_possible_replay(tmp_path: Path) -
     assert node.circle.current is not None
     await node.store.close()
     node.catalog.index.close()
+
+
+def test_a_registry_is_read_from_its_parts_and_must_be_canonical() -> None:
+    """A node decodes only the members a new registry changed; the bytes must still be
+    exactly the canonical encoding, or the registry is refused before its signature."""
+    import msgpack
+
+    from protocol.codec import raw_fields
+    from receipts.circle import decode_registry
+
+    known: dict[bytes, Member] = {}
+    first = decode_registry(signed(registry()).canonical_bytes, known)
+    assert first.registry == registry()
+    assert len(known) == 3
+    changed = registry(version=2, **{C: member(C, status="suspended")})
+    second = decode_registry(signed(changed).canonical_bytes, known)
+    assert second.registry == changed
+    assert second.registry.members[0] is first.registry.members[0]  # unchanged: reused
+    assert second.registry.members[2] is not first.registry.members[2]
+    check_registry(second, ANCHOR, circle="huanghe-2026", now=T0)
+
+    def rebuilt(parts: dict[str, bytes], header: bytes | None = None) -> bytes:
+        return (header or msgpack.Packer().pack_map_header(len(parts))) + b"".join(
+            msgpack.packb(k) + v for k, v in parts.items())
+
+    data = signed(registry()).canonical_bytes
+    outer = raw_fields(data)
+    fields = raw_fields(outer["registry"])
+    long_header = {**fields, "members": b"\xdc\x00\x03" + fields["members"][1:]}  # array16
+    for bad in (rebuilt({**outer, "registry": rebuilt(long_header)}),
+                rebuilt(outer, header=b"\xde\x00\x02")):  # map16 for two fields
+        with pytest.raises(RemoteProtocolError) as caught:
+            decode_registry(bad, {})
+        assert caught.value.reason == Reason.NON_CANONICAL

@@ -22,7 +22,8 @@ def tongban(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 def test_every_command_has_help() -> None:
     for command in ([], ["keys"], ["keys", "new"], ["verify"], ["node"], ["demo"], ["submit"],
                     ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
-                    ["bench", "catalog"], ["catalog"], ["catalog", "import"], ["catalog", "publish"],
+                    ["bench", "catalog"], ["bench", "circle"], ["catalog"], ["catalog", "import"],
+                    ["catalog", "publish"],
                     ["catalog", "export"], ["catalog", "search"], ["circle"], ["circle", "status"],
                     ["circle", "request-join"], ["circle", "approve"], ["circle", "refuse"],
                     ["circle", "suspend"], ["circle", "revoke"], ["circle", "reinstate"]):
@@ -112,6 +113,18 @@ def test_bench_catalog_reports_every_figure() -> None:
     for key in ("sync_s", "search_p99_ms", "update_propagation_ms", "rss_mb"):
         assert figures[key] > 0, key
     assert "bench catalog: searching" in result.stderr  # progress, one line per phase
+
+
+def test_bench_circle_reports_every_figure() -> None:
+    result = tongban("bench", "circle", "--members", "12", "--matters", "20", "--workers", "1",
+                     "--json", timeout=110)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert (figures["members"], figures["members_following"]) == (12, 10)
+    for key in ("registry_verify_ms", "registry_update_verify_ms", "route_us", "route_load_ms",
+                "join_propagation_ms"):
+        assert figures[key] > 0, key
+    assert "bench circle: routing" in result.stderr
 
 
 @pytest.mark.timeout(120)

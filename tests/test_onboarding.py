@@ -373,6 +373,7 @@ async def test_a_partner_region_joins_by_following_the_onboarding_guide(tmp_path
         # 13 新成员: the bundle verifies offline; the keys it relied on are the registry's.
         out = await step("verify")
         assert "证据包校验通过 / bundle verifies" in out
+        assert "keys relied on (all trusted)" in out  # judged by the circle registry
         assert (region / "first-case.tbb").is_file()
         assert f"chain of {CONVENER}" in out
         verified, _, listed = out.partition("通办圈")
