@@ -198,7 +198,7 @@ class _Batch:
         except RemoteProtocolError as exc:
             if exc.reason is Reason.WRONG_RECIPIENT:
                 return self._pass_on(item, exc)
-            return self._refuse(item, None, exc)
+            return self._refuse(item, None, self._membership(item, exc))
         envelope = opened.envelope
         if envelope.kind == "rejection" and not opened.receipts:
             return self._peer_rejection(item, opened)
@@ -439,6 +439,18 @@ class _Batch:
         self.seen_here[item.msg_id] = result
         self.seen_answers[digest] = answers  # filled in by finish() if we answer it
         self.changes.seen.append((item.msg_id, digest, case_id, result.outcome, answers, self.now))
+
+    def _membership(self, item: Incoming, exc: RemoteProtocolError) -> RemoteProtocolError:
+        """A key refused because its region is suspended or revoked in the circle is
+        refused as ``not_a_member``: the sender's membership, not its key, is at issue."""
+        router = self.engine.router
+        if exc.reason is not Reason.KEY_NOT_VALID or router is None:
+            return exc
+        sender = _sender_of(item.data)
+        status = None if sender is None else router.status(sender)
+        if status in (None, "joined"):
+            return exc
+        return RemoteProtocolError(Reason.NOT_A_MEMBER, f"{sender} is {status} in the circle")
 
     def _pass_on(self, item: Incoming, misaddressed: RemoteProtocolError) -> Result:
         """A message for another region. A relay (经由) of that region passes it on

@@ -119,6 +119,11 @@ class Router:
     def set_members(self, members: Mapping[str, MemberPath]) -> None:
         self._members = dict(members)
 
+    def status(self, region: str) -> str | None:
+        """A member's status in the registry (joined, suspended, revoked); None if unknown."""
+        path = self._members.get(region)
+        return None if path is None else path.status
+
     def reaches(self, region: str) -> bool:
         """Whether ``region`` is an active member other than this one."""
         path = self._members.get(region)

@@ -110,3 +110,35 @@ async def test_a_relay_passes_on_what_it_relays_for_and_refuses_the_rest_signed(
     finally:
         await store.close()
         await sender.store.close()
+
+
+async def test_a_suspended_members_new_message_is_refused_as_not_a_member(
+        tmp_path: Path, keys: dict[str, NodeKeys]) -> None:
+    from node.engine import Incoming
+    from protocol import Reason
+    from routing.router import MemberPath, Router
+
+    sender = Engine(region=ex.COLLECTING, postmaster=_postmaster(keys, ex.COLLECTING),
+                    store=Store(tmp_path / "sender.db"), calendar=WeekdayCalendar())
+    postmaster = _postmaster(keys, ex.HANDLING)
+    postmaster.registry.revoke(keys[ex.COLLECTING].sign_key_id, T0)  # suspended at T0
+    routes = Router(ex.HANDLING, lambda basic: [])
+    routes.set_members({ex.COLLECTING: MemberPath("suspended"), ex.HANDLING: MemberPath("joined")})
+    receiver = Engine(region=ex.HANDLING, postmaster=postmaster, store=Store(tmp_path / "r.db"),
+                      calendar=WeekdayCalendar(), router=routes)
+    for engine in (sender, receiver):
+        engine.store.start()
+    try:
+        changes, _ = sender.process(
+            [Command("case-0002-suspended", "collect", ex.application(T0, scans=False),
+                     peer=ex.HANDLING)], T0 + 1)
+        await sender.store.commit(changes)
+        sender.confirm()
+        changes, _ = sender.process([Command("case-0002-suspended", "submit")], T0 + 2)
+        [(msg_id, _, wire, _)] = changes.outbox
+        _, [refused] = receiver.process([Incoming(msg_id, wire)], T0 + 3)
+        assert (refused.outcome, refused.reason) == ("rejected", Reason.NOT_A_MEMBER)
+        assert "suspended" in refused.detail
+    finally:
+        for engine in (sender, receiver):
+            await engine.store.close()
