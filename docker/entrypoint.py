@@ -2,8 +2,8 @@
 """Container entry point: run the command given, after a node's first-start chores.
 
 For ``tongban node --config FILE`` it first makes the region's keys if its key
-folder (``keys_dir``, by default ``<data_dir>/keys``, in the node's own volume) has
-none: the private keys are made where they are used and never leave the volume.
+folder (``keys_dir``, by default ``<data_dir>/keys``, in the node's own volume) is
+empty: the private keys are made where they are used and never leave the volume.
 With ``CIRCLE_PUBLIC_DIR`` set (docker/compose.yaml: a volume every node of the
 demo circle shares), the node's ``public.json`` is copied there as
 ``<region>.json``, where the other nodes find the convener's public key (their
@@ -42,7 +42,9 @@ def prepare_node(config_file: Path) -> None:
     except ConfigError as exc:
         sys.exit(str(exc))
     keys = config.key_path
-    if not (keys / "sign.pem").exists():
+    # Only into an empty folder: after a rotation the first pair moves to retired/, and
+    # a new "first" pair beside the later generations would stop the node from starting.
+    if not keys.exists() or not any(keys.iterdir()):
         generated = NodeKeys.generate(config.region)  # as 'tongban keys new' does
         try:
             generated.save(keys, valid_from=int(time.time() * 1000))
@@ -51,7 +53,7 @@ def prepare_node(config_file: Path) -> None:
         print(f"tongban: new keys for {config.region} in {keys} (signing key "
               f"{generated.sign_key_id})", flush=True)
     public_dir = os.environ.get("CIRCLE_PUBLIC_DIR")
-    if public_dir:
+    if public_dir and (keys / "public.json").exists():  # the first pair: a convener's anchor
         shutil.copyfile(keys / "public.json", Path(public_dir) / f"{config.region}.json")
 
 

@@ -6,7 +6,6 @@ error is JSON ``{"error": code, "zh": ..., "en": ...}`` with a 4xx status.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
@@ -76,7 +75,7 @@ async def create_case(request: web.Request) -> web.Response:
                           "the handling region is not a partner of this node")
         handling = asked
     now = node.clock()
-    window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
+    window_no = node.window_no(now)
     application = node.catalog.sample_application(handling, now, window_no, code, version)
     objects = payload.get("materials", [])
     if objects:

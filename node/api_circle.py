@@ -24,10 +24,11 @@ from node.app import Node
 from node.circle import Circle, RelayError
 from protocol.circle import Contact, NatsAccount
 from protocol.errors import ProtocolError
+from protocol.fields import REGION_PATTERN
 
 __all__ = ["add_circle_routes"]
 
-_REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")
+_REGION = re.compile(REGION_PATTERN)
 
 
 def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:

@@ -8,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from protocol.fields import MATTER_PATTERN, REGION_PATTERN
 from protocol.routes import SignedRouteRefusal
 
 __all__ = ["MATTER", "REGION", "error", "json_object", "no_route"]
 
-MATTER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")  # 基本编码 / 实施编码
-REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")  # GB/T 2260
+MATTER = re.compile(MATTER_PATTERN)  # 基本编码 / 实施编码
+REGION = re.compile(REGION_PATTERN)  # GB/T 2260
 
 
 def error(status: int, code: str, zh: str, en: str) -> web.Response:

@@ -1,14 +1,13 @@
 """多地联办 in the JSON API: open a joint case, follow its parts.
 
 ``POST /api/joints`` ``{"matter": 基本编码, "locations": [行政区划代码, ...]}`` routes
-each location (routing.router.route_all), collects one part per handling region in
-one batch and submits them; ``GET /api/joints`` and ``GET /api/joints/{id}`` show the
+each location (routing.router.route_all), collects and submits one part per handling
+region in one batch; ``GET /api/joints`` and ``GET /api/joints/{id}`` show the
 joint case with each part's state and outcome (protocol.joint).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
@@ -40,7 +39,7 @@ def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         if isinstance(routes, SignedRouteRefusal):
             return no_route(routes)
         now = node.clock()
-        window_no = f"{node.region}-{time.strftime('%Y%m%d')}-{now % 10**9:09d}"
+        window_no = node.window_no(now)
         parts = tuple((r.handling, node.catalog.sample_application(
             r.handling, now, window_no, r.code, r.version)) for r in routes)
         collected = await node.command(Command(None, "collect_joint", JointCollect(
@@ -48,9 +47,6 @@ def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         if collected.outcome != "applied" or collected.case_id is None:
             return error(422, collected.reason.code if collected.reason else "refused",
                           "联办件收件失败", collected.detail or "collect refused")
-        joint = node.store.joint(collected.case_id)
-        assert joint is not None
-        await node.commands([Command(case_id, "submit") for case_id, _ in joint["parts"]])
         return web.json_response(_joint_json(node, collected.case_id), status=201)
 
     async def listing(request: web.Request) -> web.Response:

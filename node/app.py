@@ -182,6 +182,20 @@ class Node:
         await self._queue.put((command, future))
         return await future
 
+    async def _own_commands(self, commands: list[Command]) -> None:
+        """Steps the node takes by itself (automatic review, withdrawals of a failed joint
+        case ...), in a task of their own: a batch that fails is logged, not fatal; what
+        it was for is found again at the next start."""
+        try:
+            for result in await self.commands(commands):
+                if result.outcome not in ("applied", "duplicate"):
+                    log.warning("%s of case %s: %s", result.outcome, result.case_id, result.detail)
+        except ConnectionAbortedError:
+            pass  # the node is stopping
+        except Exception:
+            log.exception("the node's own steps failed: %s",
+                          ", ".join(f"{c.event} {c.case_id}" for c in commands))
+
     async def commands(self, commands: list[Command]) -> list[Result]:
         futures = []
         for command in commands:
@@ -213,6 +227,10 @@ class Node:
             return sign_refusal(self.postmaster.signer, RouteRefusal(
                 collecting=self.region, matter=matter, locations=tuple(locations),
                 mode="joint" if mode == "joint" else "proxy", zh=exc.zh, en=exc.en, at=now))
+
+    def window_no(self, now: int) -> str:
+        """A 收件编号 for an application the window takes in now."""
+        return f"{self.region}-{date_of(now):%Y%m%d}-{now % 10**9:09d}"
 
     def joint_policy(self, routes: Sequence[Route]) -> str:
         """What a refused part does: the strictest of the parts' catalog entries."""
@@ -286,8 +304,8 @@ class Node:
             self._timer_wake.set()
         if changes.materials:
             self._material_wake.set()
-        for command in follow_up:
-            self._queue.put_nowait((command, asyncio.get_running_loop().create_future()))
+        if follow_up:  # the queue is bounded and the fetcher may have filled it: not here
+            self._tasks_create(self._own_commands(follow_up), name=f"{self.region}-follow-up")
 
     async def _settle(self, message: Inbound, result: Result) -> None:
         if result.outcome == "deferred":
@@ -324,7 +342,7 @@ class Node:
         pending = [command for row in self.store.cases(state="received", limit=100_000)
                    for command in self._automatic_review(row["case_id"])]
         if pending:
-            self._tasks_create(self.commands(pending), name=f"{self.region}-resume-review")
+            self._tasks_create(self._own_commands(pending), name=f"{self.region}-resume-review")
 
     async def _relay(self) -> None:
         limit = min(self.config.limits.outbox_inflight, 1000)
@@ -444,7 +462,7 @@ class Node:
                         if row is not None and outcome is None and withdrawable(row["state"])]
             pending += self._joint_withdrawals([{"withdraw": withdraw}])
         if pending:
-            self._tasks_create(self.commands(pending), name=f"{self.region}-resume-joints")
+            self._tasks_create(self._own_commands(pending), name=f"{self.region}-resume-joints")
 
     def _resume_forwarding(self) -> None:
         for row in self.store.cases(state="forwarding", limit=100_000):

@@ -79,6 +79,7 @@ REGISTRY_KEY = "registry"
 DAY_MS = 86_400_000
 JOIN_PREFIX = "join."
 KEY_CHECK_S = 300  # how often the key ring looks again whether a key ended
+KEY_SETTLE_CHECK_S = 5  # ... and while new keys wait for approval and to settle
 
 
 class RelayError(ValueError):
@@ -378,8 +379,8 @@ class Circle:
             log.warning("keys: %s", done)
 
     async def _keep_keys(self) -> None:
-        while True:
-            await asyncio.sleep(KEY_CHECK_S)
+        while True:  # more often while approved keys may be settling
+            await asyncio.sleep(KEY_SETTLE_CHECK_S if self.own.prepared else KEY_CHECK_S)
             self._follow_keys()
 
     def _notify(self, registry: CircleRegistry) -> None:

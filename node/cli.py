@@ -22,6 +22,7 @@ from node.cli_circle import circle
 from node.cli_http import fail, http_json
 from node.cli_topology import topology
 from protocol import ProtocolError
+from protocol.fields import REGION_PATTERN
 from receipts import BundleError, KeyFileError, KeyRegistry, NodeKeys, verify_bundle
 from receipts.circle import check_registry, decode_registry, key_records
 from receipts.keys import KeyRing
@@ -29,7 +30,7 @@ from receipts.registry import records_from_public_json
 
 __all__ = ["main"]
 
-_REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
+_REGION = re.compile(REGION_PATTERN)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -174,12 +175,14 @@ def verify(bundle: Path, trusted: tuple[Path, ...], circle_registry: Path | None
     except OSError as exc:
         fail(f"无法读取 {bundle}", f"cannot read {bundle}: {exc.strerror}")
     registry = None
+    if circle_registry is not None and trusted:
+        fail("--registry 与 --trust 只能选一个", "give either --registry or --trust, not both")
     if circle_registry is not None:
         registry = _trusted_registry(circle_registry, anchor)
     elif anchor is not None:
         fail("--anchor 需与 --registry 一起使用", "--anchor goes with --registry")
     if trusted:
-        registry = registry or KeyRegistry()
+        registry = KeyRegistry()
         for path in trusted:
             try:
                 for record in records_from_public_json(json.loads(path.read_text("utf-8"))):

@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from node.cli_http import fail, http_json
+from protocol.fields import REGION_PATTERN
 
 __all__ = ["circle"]
 
-_REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
+_REGION = re.compile(REGION_PATTERN)
 NODE_OPTION = click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
                            help="Web address of this region's running node.")
 

@@ -16,10 +16,11 @@ from config.models import NatsConfig, TlsConfig
 from node import loop
 from node.cli_http import fail
 from node.topology import Topology, TopologyError, default_plan
+from protocol.fields import REGION_PATTERN
 
 __all__ = ["topology"]
 
-_REGION = re.compile(r"^\d{6}(\d{3}|\d{6})?$")
+_REGION = re.compile(REGION_PATTERN)
 FOLDER = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 
 

@@ -46,6 +46,7 @@ from protocol.codec import encode
 from protocol.envelope import Envelope
 from protocol.fields import date_of
 from protocol.joint import part_outcome, resolve, withdrawable
+from protocol.states import TRANSITIONS
 from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import Letter, Postmaster
 from receipts.envelopes import Opened
@@ -85,7 +86,7 @@ class Command:
 class JointCollect:
     """The body of a ``collect_joint`` command: a 多地联办 application split into parts,
     each ``(handling region, application)``. The engine names the joint case and its
-    parts (``<joint id>.<n>``) and collects them all in one batch, or none."""
+    parts (``<joint id>.<n>``), and collects and submits them all in one batch, or none."""
 
     matter: str  # 基本编码
     policy: str  # what a refused part does: whole_case | part_only (protocol.joint)
@@ -244,6 +245,11 @@ class _Batch:
             if item.event in ("submit", "submit_decided") and body is None:
                 raw = self.engine.store.body(case.case, "application")
                 body = b.Application.model_validate(decode(raw)) if raw else None
+            transition = TRANSITIONS.get((case.role, case.state, item.event))
+            if transition is not None and transition.send is not None:
+                # A step that writes to a partner we cannot seal to (suspended, revoked)
+                # is refused here, not when the whole batch is sealed.
+                self.engine.postmaster.registry.encryption_key(case.theirs, self.now)
             step = case.local(item.event, body, self.now)
         except LocalProtocolError as exc:
             return Result("refused", item.case_id, reason=exc.reason, detail=exc.detail)
@@ -348,17 +354,24 @@ class _Batch:
         joint = item.body
         if not isinstance(joint, JointCollect) or not 2 <= len(joint.parts) <= 20:
             raise LocalProtocolError(Reason.INVALID_FIELD, "a joint case has 2 to 20 parts")
+        if not all(isinstance(application, b.Application) for _, application in joint.parts):
+            raise LocalProtocolError(Reason.INVALID_FIELD, "every part is an application")
         joint_id = self.engine.new_case_id(self.now) + "J"
         regions = tuple(peer for peer, _ in joint.parts)
         parts = [(f"{joint_id}.{n}", peer, application.model_copy(update={
                   "joint": b.JointRef(id=joint_id, part=n, regions=regions)}))
                  for n, (peer, application) in enumerate(joint.parts, start=1)]
         for case_id, peer, application in parts:  # every part valid, or none is collected
-            Case(case=case_id, role="collecting", ours=self.engine.region, theirs=peer,
-                 our_key=self.engine.postmaster.keys.sign_key_id, calendar=self.engine.calendar,
-                 acceptance=application.acceptance).local("collect", application, self.now)
-        for case_id, peer, application in parts:
+            trial = Case(case=case_id, role="collecting", ours=self.engine.region, theirs=peer,
+                         our_key=self.engine.postmaster.keys.sign_key_id,
+                         calendar=self.engine.calendar, acceptance=application.acceptance)
+            trial.local("collect", application, self.now)
+            trial.local("submit", application, self.now)
+            self.engine.postmaster.registry.encryption_key(peer, self.now)  # we can write to it
+        for case_id, peer, application in parts:  # collected and sent in this one batch
             self._collect(Command(case_id, "collect", application, peer=peer))
+            self.steps.append((case_id, self.cases[case_id].local("submit", application,
+                                                                  self.now), None))
         self.joints[joint_id] = {
             "joint_id": joint_id, "matter": joint.matter, "policy": joint.policy,
             "state": "open", "parts": [(case_id, peer) for case_id, peer, _ in parts],

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -108,6 +109,16 @@ def _connect_options(settings: NatsConfig) -> dict[str, Any]:
             context.load_cert_chain(str(settings.tls.cert), str(settings.tls.key))
         options["tls"] = context
     return options
+
+
+async def _forbid_rollups(js: Any, stream: str) -> None:
+    """A publish carrying ``Nats-Rollup`` empties a stream (or a subject of it), and
+    NATS permissions look only at subjects: a region allowed to write its own catalog
+    key could otherwise wipe every region's. Nothing here purges, so the buckets and
+    object stores refuse rollups."""
+    info = await js.stream_info(stream)
+    if info.config.allow_rollup_hdrs:
+        await js.update_stream(dataclasses.replace(info.config, allow_rollup_hdrs=False))
 
 
 def _bucket_config(bucket: str, max_value_bytes: int, replicas: int = 1) -> KeyValueConfig:
@@ -321,6 +332,7 @@ class NatsTransport:
                 bucket=materials_bucket(self.region),
                 config=ObjectStoreConfig(storage=StorageType.FILE,
                                          description="tongban materials (ciphertext only)"))
+        await _forbid_rollups(self._js, f"OBJ_{materials_bucket(self.region)}")
 
     async def put_material(self, recipient: str, name: str, path: Path, timeout: float = 10.0) -> None:
         """Stream an encrypted file into the recipient's materials bucket: its chunks,
@@ -344,8 +356,7 @@ class NatsTransport:
                 digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
                 options=ObjectMetaOptions(max_chunk_size=MATERIAL_CHUNK))
             meta = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-            await self._js.publish(meta, json.dumps(info.as_dict()).encode(),
-                                   headers={"Nats-Rollup": "sub"}, timeout=timeout)
+            await self._js.publish(meta, json.dumps(info.as_dict()).encode(), timeout=timeout)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ConnectionError(f"material {name} to {recipient}: {exc}") from exc
 
@@ -383,6 +394,7 @@ class NatsTransport:
             with contextlib.suppress(nats.js.errors.BadRequestError):  # made meanwhile
                 await self._shared_js.create_key_value(
                     config=_bucket_config(bucket, self.max_message_bytes))
+                await _forbid_rollups(self._shared_js, f"KV_{bucket}")
             return await self._shared_js.key_value(bucket)
 
     def _kv_subject(self, bucket: str, key: str) -> str:
@@ -564,6 +576,7 @@ async def ensure_shared_buckets(urls: list[str], settings: NatsConfig, *, max_va
             except nats.js.errors.BucketNotFoundError:
                 await js.create_key_value(config=_bucket_config(bucket, max_value_bytes, replicas))
                 made.append(bucket)
+            await _forbid_rollups(js, f"KV_{bucket}")
     except (nats.errors.Error, TimeoutError) as exc:
         raise ConnectionError(f"shared buckets: {exc}") from exc
     finally:

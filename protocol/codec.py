@@ -21,6 +21,7 @@ bytes it re-derives from the fields, and it rules out malleability.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -215,47 +216,49 @@ def repack(value: Any) -> bytes:
 def raw_fields(data: bytes) -> dict[str, bytes]:
     """The top-level fields of an encoded map, each as its own encoded bytes (what was
     signed, as it came), without decoding them. Raises ``DecodeError``."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data) + 1)
-    unpacker.feed(data)
-    try:
-        size = unpacker.read_map_header()
-        fields: dict[str, bytes] = {}
-        for _ in range(size):
+    fields: dict[str, bytes] = {}
+
+    def read(unpacker: msgpack.Unpacker) -> None:
+        for _ in range(unpacker.read_map_header()):
             key = unpacker.unpack()
             if type(key) is not str or key in fields:
                 raise DecodeError(Reason.MALFORMED, "map keys must be distinct strings")
-            start = unpacker.tell()
-            unpacker.skip()
-            fields[key] = data[start:unpacker.tell()]
-        if unpacker.tell() != len(data):
-            raise DecodeError(Reason.MALFORMED, "bytes after the map")
-    except DecodeError:
-        raise
-    except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError,
-            UnicodeDecodeError) as exc:
-        raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
+            fields[key] = _next_raw(unpacker, data)
+
+    _read_raw(data, read, "map")
     return fields
 
 
 def raw_items(data: bytes) -> list[bytes]:
     """The items of an encoded array, each as its own encoded bytes, without decoding
     them. Raises ``DecodeError``."""
+    items: list[bytes] = []
+
+    def read(unpacker: msgpack.Unpacker) -> None:
+        items.extend(_next_raw(unpacker, data) for _ in range(unpacker.read_array_header()))
+
+    _read_raw(data, read, "array")
+    return items
+
+
+def _next_raw(unpacker: msgpack.Unpacker, data: bytes) -> bytes:
+    start = unpacker.tell()
+    unpacker.skip()
+    return data[start:unpacker.tell()]
+
+
+def _read_raw(data: bytes, read: Callable[[msgpack.Unpacker], None], what: str) -> None:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data) + 1)
     unpacker.feed(data)
     try:
-        items = []
-        for _ in range(unpacker.read_array_header()):
-            start = unpacker.tell()
-            unpacker.skip()
-            items.append(data[start:unpacker.tell()])
+        read(unpacker)
         if unpacker.tell() != len(data):
-            raise DecodeError(Reason.MALFORMED, "bytes after the array")
+            raise DecodeError(Reason.MALFORMED, f"bytes after the {what}")
     except DecodeError:
         raise
     except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError,
             UnicodeDecodeError) as exc:
         raise DecodeError(Reason.MALFORMED, type(exc).__name__) from exc
-    return items
 
 
 def same_as_parts(data: bytes, parts: dict[str, bytes] | list[bytes]) -> bool:

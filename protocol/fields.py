@@ -99,10 +99,13 @@ Address = _text(200)
 
 #: GB/T 2260 administrative division code: 6 digits, or the 9- and 12-digit forms
 #: (township, statistical) seen in practice (GB/T 39046 行政区划 n..9).
-RegionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")]
+#: GB/T 2260 行政区划代码: 6 digits, or 9/12 with the township and village.
+REGION_PATTERN = r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$"
+RegionCode = Annotated[str, StringConstraints(pattern=REGION_PATTERN)]
 
 #: 实施编码 / 基本编码 / 业务办理项编码 and other codes of the catalog.
-MatterCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$")]
+MATTER_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._\-]{0,63}$"
+MatterCode = Annotated[str, StringConstraints(pattern=MATTER_PATTERN)]
 
 #: Cross-node application id (跨域办件编号) and message ids: opaque, URL-safe.
 CaseId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._\-]{7,79}$")]

@@ -23,7 +23,7 @@ from protocol.circle import (
     join_digest,
     registry_digest,
 )
-from protocol.codec import decode, raw_fields, raw_items, same_as_parts
+from protocol.codec import MAX_MESSAGE_BYTES, decode, raw_fields, raw_items, same_as_parts
 from protocol.envelope import Signature
 from protocol.errors import Reason, RemoteProtocolError
 from receipts.registry import KeyRecord, KeyRegistry
@@ -48,6 +48,8 @@ def decode_registry(data: bytes, known: dict[bytes, Member] | None = None) -> Si
     exactly their concatenation. The registry's canonical bytes are its own slice of
     ``data``, so checking the signature encodes nothing again. Raises ``ProtocolError``
     or ``pydantic.ValidationError``."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise RemoteProtocolError(Reason.TOO_LARGE, f"registry of {len(data)} bytes")
     outer = raw_fields(data)
     if list(outer) != ["registry", "sig"]:
         raise RemoteProtocolError(Reason.INVALID_FIELD, "a signed registry is {registry, sig}")
@@ -57,14 +59,24 @@ def decode_registry(data: bytes, known: dict[bytes, Member] | None = None) -> Si
             and same_as_parts(fields.get("members", b"\x90"), items)):
         raise RemoteProtocolError(Reason.NON_CANONICAL, "the registry is not in canonical form")
     earlier = dict(known or {})
-    members = [earlier.get(raw) or Member.model_validate(decode(raw)) for raw in items]
+    members = [earlier.get(raw) or _member(raw) for raw in items]
     if known is not None:
         known.clear()
         known.update(zip(items, members, strict=True))
     registry = CircleRegistry.model_validate(
         {**{k: decode(v) for k, v in fields.items() if k != "members"}, "members": tuple(members)})
+    if set(fields) != set(registry.model_dump(exclude_none=True)):  # a default left out
+        raise RemoteProtocolError(Reason.NON_CANONICAL, "the registry leaves out a field")
     registry.__dict__["canonical_bytes"] = outer["registry"]
     return SignedRegistry(registry=registry, sig=Signature.model_validate(decode(outer["sig"])))
+
+
+def _member(raw: bytes) -> Member:
+    member = Member.model_validate(decode(raw))
+    if member.canonical_bytes != raw:  # e.g. a field with its default left out
+        raise RemoteProtocolError(Reason.NON_CANONICAL, f"member {member.region} is not "
+                                  "encoded as its model is")
+    return member
 
 
 def check_registry(signed: SignedRegistry, anchor: KeyRegistry, *, circle: str, now: int,

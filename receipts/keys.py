@@ -62,6 +62,10 @@ DAY_MS = 86_400_000
 #: message sealed to the old key just before the end may wait in the inbox a while
 #: (a node that was down), and must still open.
 KEEP_AFTER_MS = 7 * DAY_MS
+#: A node starts signing with a newly approved key this long after the key became
+#: valid: every partner has taken in the registry that lists it by then (a partner
+#: that has not refuses the key as unknown, for good).
+SETTLE_MS = 60_000
 
 
 def raw_public(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
@@ -362,11 +366,12 @@ class KeyRing:
     # ---------------------------------------------------------------- following the registry
 
     def update(self, records: Iterable[KeyRecord], now: int, *, keep: Collection[str] = (),
-               keep_after_ms: int = KEEP_AFTER_MS) -> list[str]:
+               keep_after_ms: int = KEEP_AFTER_MS, settle_ms: int = SETTLE_MS) -> list[str]:
         """Follow the registry's records of our keys, as of ``now``:
 
-        * switch to the newest held pair whose signing key is usable now (the prepared
-          one once the convener approved it: its folder becomes the next generation);
+        * switch to the newest held pair whose signing key has been usable for
+          ``settle_ms`` (the prepared one once the convener approved it: its folder
+          becomes the next generation);
         * retire an earlier pair once both its keys ended ``keep_after_ms`` ago (not a
           pair with a key in ``keep``, e.g. the convener's anchor key).
 
@@ -381,7 +386,8 @@ class KeyRing:
 
         def usable(key: str) -> bool:
             record = ours.get(key)
-            return record is not None and record.usable_at(now)
+            return (record is not None and record.usable_at(now)
+                    and record.usable_at(now - settle_ms))
 
         switched = False
         if self.prepared is not None and usable(self.prepared.sign_key_id):

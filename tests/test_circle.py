@@ -410,3 +410,14 @@ def test_a_registry_is_read_from_its_parts_and_must_be_canonical() -> None:
         with pytest.raises(RemoteProtocolError) as caught:
             decode_registry(bad, {})
         assert caught.value.reason == Reason.NON_CANONICAL
+    # A member (or the registry) encoded without a field it has by default re-encodes
+    # differently: refused, as every other message would be.
+    from protocol.codec import encode
+
+    plain = registry().model_dump(exclude_none=True)
+    plain["members"] = [{k: v for k, v in m.items() if k != "status"} for m in plain["members"]]
+    stripped = signed(registry()).model_dump(exclude_none=True)
+    stripped["registry"] = plain
+    with pytest.raises(RemoteProtocolError) as caught:
+        decode_registry(encode(stripped), {})
+    assert caught.value.reason == Reason.NON_CANONICAL

@@ -400,3 +400,9 @@ def test_entrypoint_makes_keys_once_and_publishes_the_public_key(
     assert (public / "370100.json").read_bytes() == (keys / "public.json").read_bytes()
     entrypoint.prepare_node(config)  # a restart keeps the keys
     assert (keys / "sign.pem").read_bytes() == sign
+    # After a rotation retired the first pair, a restart makes no new "first" pair.
+    (keys / "retired" / "1").mkdir(parents=True)
+    for name in ("sign.pem", "encrypt.pem", "public.json"):
+        (keys / name).rename(keys / "retired" / "1" / name)
+    entrypoint.prepare_node(config)
+    assert not (keys / "sign.pem").exists()

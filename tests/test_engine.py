@@ -142,3 +142,32 @@ async def test_a_suspended_members_new_message_is_refused_as_not_a_member(
     finally:
         for engine in (sender, receiver):
             await engine.store.close()
+
+
+async def test_a_step_to_a_partner_that_cannot_be_written_to_is_refused_alone(
+        tmp_path: Path, keys: dict[str, NodeKeys]) -> None:
+    """Sealing to a suspended partner is impossible: its step is refused, and the other
+    inputs of the batch go through."""
+    from protocol import Reason
+
+    postmaster = _postmaster(keys, ex.COLLECTING)
+    engine = Engine(region=ex.COLLECTING, postmaster=postmaster, store=Store(tmp_path / "n.db"),
+                    calendar=WeekdayCalendar())
+    engine.store.start()
+    try:
+        changes, _ = engine.process([Command("case-0003-a", "collect", ex.application(
+            T0, scans=False), peer=ex.HANDLING)], T0)
+        await engine.store.commit(changes)
+        engine.confirm()
+        postmaster.registry.revoke(keys[ex.HANDLING].encrypt_key_id, T0 + 1)  # suspended
+        changes, [refused, other] = engine.process([
+            Command("case-0003-a", "submit"),
+            Command("case-0003-b", "collect", ex.application(T0, scans=False), peer=ex.HANDLING),
+        ], T0 + 2)
+        assert (refused.outcome, refused.reason) == ("refused", Reason.NOT_A_MEMBER)
+        assert other.outcome == "applied"
+        assert {c["case_id"]: c["state"] for c in changes.cases} == {
+            "case-0003-a": "collected", "case-0003-b": "collected"}  # a: as it was
+        assert changes.outbox == []
+    finally:
+        await engine.store.close()

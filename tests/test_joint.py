@@ -219,7 +219,8 @@ async def test_parts_are_collected_in_one_batch_or_not_at_all(tmp_path: Path) ->
 
     keys = NodeKeys.generate(WINDOW)
     registry = KeyRegistry()
-    registry.add_node(keys, valid_from=0)
+    for node_keys in (keys, NodeKeys.generate(JINAN), NodeKeys.generate(CHENGDU)):
+        registry.add_node(node_keys, valid_from=0)
     store = Store(tmp_path / "node.db")
     store.start()
     engine = Engine(region=WINDOW, postmaster=Postmaster(keys, registry), store=store,
@@ -231,11 +232,22 @@ async def test_parts_are_collected_in_one_batch_or_not_at_all(tmp_path: Path) ->
         assert one.outcome == "refused"
         assert not changes.cases
         assert not changes.joints
+        # The second part is not an application: the first, valid, is not collected either.
+        changes, [bad] = engine.process([Command(None, "collect_joint", JointCollect(
+            matter=HUKOU, policy="whole_case",
+            parts=((JINAN, application), (CHENGDU, ex.withdrawal(T0)))))], T0)  # type: ignore[arg-type]
+        assert bad.outcome == "refused"
+        assert not changes.cases
+        assert not changes.joints
+        assert not changes.bodies
         changes, [both] = engine.process([Command(None, "collect_joint", JointCollect(
             matter=HUKOU, policy="whole_case",
             parts=((JINAN, application), (CHENGDU, application))))], T0)
         assert both.outcome == "applied"
-        assert [c["case_id"] for c in changes.cases] == [f"{both.case_id}.1", f"{both.case_id}.2"]
+        assert [(c["case_id"], c["state"]) for c in changes.cases] == [
+            (f"{both.case_id}.1", "sent"), (f"{both.case_id}.2", "sent")]  # collected and sent
+        assert [subject for _, subject, _, _ in changes.outbox] == [
+            f"tb.{JINAN}.in.application", f"tb.{CHENGDU}.in.application"]
         [joint] = changes.joints
         await store.commit(changes)
         stored = store.joint(joint["joint_id"])

@@ -313,3 +313,29 @@ async def test_a_region_cut_off_from_the_hub_keeps_collecting_and_drains_later(
         for case_id in cases:
             kinds = [r["kind"] for r in (await _api("GET", window, f"/api/cases/{case_id}"))["receipts"]]
             assert "outcome_received" in kinds
+
+
+async def test_no_one_can_wipe_a_bucket_or_a_materials_store_with_a_rollup(tmp_path: Path) -> None:
+    """Permissions look only at subjects: a region allowed to write its own catalog key
+    must not be able to empty the whole bucket with ``Nats-Rollup: all``."""
+    import nats as nats_client
+
+    from config.models import NatsConfig
+    from node.natsd import EmbeddedNats
+    from node.transport import CATALOG_BUCKET, NatsTransport
+
+    async with EmbeddedNats(tmp_path / "nats") as server:
+        transport = NatsTransport("370100", [server.url], NatsConfig())
+        await transport.start()
+        client = await nats_client.connect(server.url)
+        try:
+            await transport.put_values(CATALOG_BUCKET, [("410100.a", b"theirs"), ("370100.b", b"ours")])
+            js = client.jetstream()
+            for subject in (f"$KV.{CATALOG_BUCKET}.370100.b", "$O.TB_MAT_370100.M.eA"):
+                with pytest.raises(nats_client.js.errors.APIError, match="rollup"):
+                    await js.publish(subject, b"{}", headers={"Nats-Rollup": "all"})
+            bucket = await js.key_value(CATALOG_BUCKET)
+            assert (await bucket.get("410100.a")).value == b"theirs"
+        finally:
+            await client.close()
+            await transport.close()
