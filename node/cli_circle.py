@@ -4,6 +4,7 @@ rotating a member's keys."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -64,13 +65,22 @@ RELAY_OPTION = click.option(
          "the other members have no direct path to its inbox (docs/protocol.md §14.2).")
 
 
+
+def _join_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What a join request (or a rotation) carries: contact, NATS account, relay."""
+    for option in reversed((
+            click.option("--contact-name", required=True, help="联系人 of the region's operators."),
+            click.option("--contact-phone", default="", help="Their phone (mobile or landline)."),
+            click.option("--contact-email", default="", help="Their e-mail."),
+            click.option("--nats-account", default="",
+                         help="The region's NATS account public key (A…)."),
+            RELAY_OPTION, NODE_OPTION)):
+        command = option(command)
+    return command
+
+
 @circle.command("request-join")
-@click.option("--contact-name", required=True, help="联系人 of the region's operators.")
-@click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
-@click.option("--contact-email", default="", help="Their e-mail.")
-@click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
-@RELAY_OPTION
-@NODE_OPTION
+@_join_options
 def circle_request_join(contact_name: str, contact_phone: str, contact_email: str,
                         nats_account: str, relay: str | None, url: str) -> None:
     """Ask the convener to admit this region: sends its keys, signed with them.
@@ -85,12 +95,7 @@ def circle_request_join(contact_name: str, contact_phone: str, contact_email: st
 
 
 @circle.command("rotate")
-@click.option("--contact-name", required=True, help="联系人 of the region's operators.")
-@click.option("--contact-phone", default="", help="Their phone (mobile or landline).")
-@click.option("--contact-email", default="", help="Their e-mail.")
-@click.option("--nats-account", default="", help="The region's NATS account public key (A…).")
-@RELAY_OPTION
-@NODE_OPTION
+@_join_options
 def circle_rotate(contact_name: str, contact_phone: str, contact_email: str,
                   nats_account: str, relay: str | None, url: str) -> None:
     """(Member) ask the convener to list this region's new keys (密钥轮换).

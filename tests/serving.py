@@ -15,8 +15,9 @@ __all__ = ["serving", "stopped", "until"]
 
 
 @contextlib.asynccontextmanager
-async def serving(url: str, config: Any) -> AsyncIterator[Node]:
-    """``node.address`` is where its API listens; a start-up error is raised here."""
+async def serving(url: str, config: Any, **node_options: Any) -> AsyncIterator[Node]:
+    """``node.address`` is where its API listens; a start-up error is raised here.
+    ``node_options`` go to ``Node`` (e.g. ``clock``)."""
     stop = asyncio.Event()
     started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
 
@@ -24,7 +25,7 @@ async def serving(url: str, config: Any) -> AsyncIterator[Node]:
         node.address = address  # type: ignore[attr-defined]
         started.set_result(node)
 
-    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready))
+    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready, **node_options))
     await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         await task

@@ -14,7 +14,7 @@ import contextlib
 import json
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from node.app import Node, wall_clock_ms
 from node.cli import main
 from node.engine import Command
 from node.natsd import EmbeddedNats
-from node.serve import serve
 from protocol import Reason
 from protocol import bodies as b
 from protocol import examples as ex
@@ -40,7 +39,7 @@ from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import KeyFileError, KeyRecord, KeyRegistry, Letter, NodeKeys, Postmaster, verify_bundle
 from receipts.keys import SETTLE_MS, KeyRing
 from routing.catalog_files import read_catalog_path, write_catalog_csv
-from tests.serving import stopped, until
+from tests.serving import serving, until
 
 C, H, NEWCOMER = "370100", "410100", "510100"  # the convener collects; H rotates
 DAY = ex.DAY
@@ -211,27 +210,6 @@ def test_the_postmaster_opens_what_was_sealed_to_a_kept_key(tmp_path: Path) -> N
 # ------------------------------------------------------------------ live
 
 
-@contextlib.asynccontextmanager
-async def _serving(url: str, config: Any, clock: Callable[[], int]) -> AsyncIterator[Node]:
-    """A node with its web API (``node.address``), on the test's clock."""
-    stop = asyncio.Event()
-    started: asyncio.Future[Node] = asyncio.get_running_loop().create_future()
-
-    async def ready(node: Node, address: str) -> None:
-        node.address = address  # type: ignore[attr-defined]
-        started.set_result(node)
-
-    task = asyncio.create_task(serve(config, stop, urls=[url], on_ready=ready, clock=clock))
-    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        await task
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await stopped(task)
-
-
 def _config(base: Path, region: str, catalog: Path | None = None) -> Any:
     return parse_config({
         "region": region, "name": region, "data_dir": str(base / region), "http": {"port": 0},
@@ -297,9 +275,10 @@ async def test_a_member_rotates_its_keys_while_cases_and_catalog_go_on(tmp_path:
     keys_dir = tmp_path / H / "keys"
     async with EmbeddedNats(tmp_path / "nats") as server, contextlib.AsyncExitStack() as stack, \
                 contextlib.AsyncExitStack() as first_run:
-        window = await stack.enter_async_context(_serving(server.url, _config(tmp_path, C), clock))
+        window = await stack.enter_async_context(
+            serving(server.url, _config(tmp_path, C), clock=clock))
         handling = await first_run.enter_async_context(
-            _serving(server.url, _config(tmp_path, H, tmp_path / "catalog"), clock))
+            serving(server.url, _config(tmp_path, H, tmp_path / "catalog"), clock=clock))
         assert window.circle is not None
         assert handling.circle is not None
         await handling.circle.request_join(Contact(name="值班员"))
@@ -332,7 +311,7 @@ async def test_a_member_rotates_its_keys_while_cases_and_catalog_go_on(tmp_path:
         # It starts again, takes in the registry, switches once every partner holds it
         # (a minute later), and opens both.
         handling = await stack.enter_async_context(
-            _serving(server.url, _config(tmp_path, H, tmp_path / "catalog"), clock))
+            serving(server.url, _config(tmp_path, H, tmp_path / "catalog"), clock=clock))
         await asyncio.sleep(1.0)
         assert handling.keys.sign_key_id == first[H].sign_key_id  # not settled yet
         skew[0] += SETTLE_MS
@@ -386,5 +365,5 @@ async def test_a_member_rotates_its_keys_while_cases_and_catalog_go_on(tmp_path:
 
         # A newcomer after the overlap takes in the catalog signed with the new key.
         newcomer = await stack.enter_async_context(
-            _serving(server.url, _config(tmp_path, NEWCOMER), clock))
+            serving(server.url, _config(tmp_path, NEWCOMER), clock=clock))
         await until(lambda: len(newcomer.catalog.index.records_of(H)) == len(proxy[:3]))
