@@ -43,16 +43,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
 
-# The browser tests need Debian's chromium. Install it with apt-get if missing.
+# The browser tests need Debian's chromium, and a Chinese font for the pages it shows
+# (screenshots would show empty boxes). Install them with apt-get if missing.
 chromium:
-	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	@if command -v chromium >/dev/null 2>&1 && dpkg-query -W -f='$${Status}' fonts-wqy-microhei \
+	   2>/dev/null | grep -q 'ok installed'; then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then SUDO=; \
 	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
-	else echo "error: chromium is missing and installing it needs root or sudo" >&2; exit 1; fi; \
-	echo "chromium not found: installing Debian package 'chromium' with apt-get"; \
+	else echo "error: chromium or its Chinese font is missing and installing them needs root or sudo" >&2; exit 1; fi; \
+	echo "chromium or a Chinese font is missing: installing Debian packages 'chromium fonts-wqy-microhei' with apt-get"; \
 	if ! $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update \
-	   || ! $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; then \
-		echo "error: apt-get could not install chromium; install it by hand (apt-get install chromium) and re-run 'make test'" >&2; \
+	   || ! $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-wqy-microhei; then \
+		echo "error: apt-get could not install chromium; install them by hand (apt-get install chromium fonts-wqy-microhei) and re-run 'make test'" >&2; \
 		exit 1; \
 	fi; \
 	command -v chromium >/dev/null 2>&1 || { echo "error: chromium still not on PATH after apt-get install" >&2; exit 1; }

@@ -23,6 +23,7 @@ __all__ = [
     "PeerConfig",
     "RetryPolicy",
     "TlsConfig",
+    "WebConfig",
     "WebhookDepartment",
 ]
 
@@ -78,6 +79,22 @@ class NatsConfig(_Section):
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: pick a free port
+
+
+class WebConfig(_Section):
+    """Staff sign-in to the node's web pages (accounts, sessions, lock-out)."""
+
+    #: Behind HTTPS (a reverse proxy that terminates TLS): the session cookie is sent
+    #: with ``Secure`` and the ``__Host-`` name prefix, so it never travels in clear.
+    secure_cookies: bool = False
+    #: A session unused this long ends (the window PC left unattended).
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: A session ends this long after sign-in however busy it is (one working day).
+    session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
+    #: This many wrong passwords in a row lock the account ...
+    lockout_failures: int = Field(default=5, ge=1, le=100)
+    #: ... for this long (an administrator can unlock it sooner).
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
 
 class RetryPolicy(_Section):
@@ -172,6 +189,7 @@ class NodeConfig(_Section):
     catalog: Path | None = None
     nats: NatsConfig = NatsConfig()
     http: HttpConfig = HttpConfig()
+    web: WebConfig = WebConfig()
     departments: list[DepartmentConfig] = Field(default_factory=lambda: [_DEFAULT_DESK],
                                                 min_length=1)
     #: First review (初审) by rules instead of a reviewer: every complete application is

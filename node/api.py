@@ -19,6 +19,7 @@ from node.engine import Command
 from node.evidence import bundle_for
 from node.materials import MaterialTooLarge, material_ref
 from node.store import Changes
+from node.web import add_web_routes
 from protocol import Receipt, decode
 from protocol import bodies as b
 from protocol.routes import SignedRouteRefusal
@@ -192,4 +193,5 @@ def make_app(node: Node) -> web.Application:
     add_catalog_routes(app, NODE)
     add_joint_routes(app, NODE)
     add_circle_routes(app, NODE)
+    add_web_routes(app, NODE)
     return app

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from node import loop
+from node.cli_accounts import accounts
 from node.cli_catalog import catalog
 from node.cli_circle import circle
 from node.cli_http import fail, http_json
@@ -436,6 +437,7 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+main.add_command(accounts)
 main.add_command(catalog)
 main.add_command(circle)
 main.add_command(topology)

@@ -5,11 +5,15 @@ Until the staff pages exist, the handling nodes review automatically and their
 department desks decide at once, so one sample application walks the whole way:
 collected → sent → 签收 → 受理 → forwarded → 办结 → acknowledged, and its evidence
 bundle is checked exactly as ``tongban verify`` checks it.
+
+Each node gets demo sign-ins for its web pages (``DEMO_ACCOUNTS``), all with one
+password made up for this run and printed with the nodes' addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import tempfile
 import time
@@ -24,15 +28,40 @@ from node.engine import Command
 from node.evidence import bundle_for
 from node.natsd import EmbeddedNats
 from node.serve import serve, stop_on_signals
+from node.store.accounts import FILENAME, ROLES, AccountStore
 from protocol.states import STATE_NAMES_ZH
 from receipts import NodeKeys, verify_bundle
 
-__all__ = ["REGIONS", "run_demo"]
+__all__ = ["DEMO_ACCOUNTS", "REGIONS", "run_demo"]
 
 REGIONS = {"410100": "郑州市", "370100": "济南市", "510100": "成都市"}
 COLLECTING = "410100"
 #: The sample catalogs shipped with the project (config/catalogs/<region>/).
 CATALOGS = Path(__file__).resolve().parent.parent / "config" / "catalogs"
+#: Sign-ins every demo node gets: username → (name, role).
+DEMO_ACCOUNTS = {"clerk": ("示例收件员", "clerk"), "reviewer": ("示例审核员", "reviewer"),
+                 "admin": ("示例管理员", "admin")}
+
+
+def demo_accounts(configs: list[NodeConfig]) -> str:
+    """Create the demo sign-ins of every node (kept ones stay as they are); the password
+    of those created now."""
+    from node.web.auth import HASHER
+
+    password = f"tongban-{secrets.token_hex(4)}"
+    password_hash = HASHER.hash(password)  # one password for all: hashed once
+    now = time.time_ns() // 1_000_000
+    for config in configs:
+        store = AccountStore(config.data_dir / FILENAME)
+        try:
+            for username, (name, role) in DEMO_ACCOUNTS.items():
+                if store.account(username) is None:
+                    store.create(username=username, display_name=name, roles=[role],
+                                 region=config.region, password_hash=password_hash, now=now,
+                                 actor="demo")
+        finally:
+            store.close()
+    return password
 
 
 def demo_configs(base: Path, base_port: int) -> list[NodeConfig]:
@@ -64,6 +93,7 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
     try:
         async with EmbeddedNats(base / "nats") as nats_server:
             configs = demo_configs(base, base_port)
+            password = await asyncio.to_thread(demo_accounts, configs)
             started = asyncio.Event()
 
             async def ready(node: Node, address: str) -> None:
@@ -85,7 +115,10 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
             click.echo(f"tongban demo · NATS {nats_server.url} · data {base}")
             for region, (_, address) in sorted(nodes.items()):
                 role = "通办专窗（收件地）" if region == COLLECTING else "办理地（自动初审、部门自动办结）"
-                click.echo(f"  {REGIONS[region]} {region}  {address}/api/health   {role}")
+                click.echo(f"  {REGIONS[region]} {region}  {address}/   {address}/api/health   {role}")
+            click.echo("网页登录 / web sign-in, on every node: " + ", ".join(
+                f"{username} ({ROLES[role]})" for username, (_, role) in DEMO_ACCOUNTS.items())
+                + f"; 密码 / password: {password}")
             ok = await walk(nodes[COLLECTING][0], "370100")
             if once:
                 stop.set()

@@ -261,6 +261,11 @@ async def test_an_application_is_routed_through_the_hub_and_no_route_is_a_signed
             trusted = KeyRegistry()
             trusted.add_node(KEYS[WINDOW], valid_from=0)
             check_refusal(signed, trusted)  # anyone with the registry can check it
+        async with session.post(f"{window.address}/api/cases", data='{"handling": "370100"}',
+                                headers={"Origin": "https://elsewhere.example",
+                                         "Content-Type": "text/plain"}) as response:
+            assert response.status == 403  # a form on another site cannot post here
+            assert (await response.json())["error"] == "cross_site"
         for payload in ({"matter": "0000120001"}, {"matter": "x y", "location": "370102"},
                         {"matter": "0000120001", "location": "37"}, ["not", "an", "object"]):
             status, reply = await _post(session, window, payload)

@@ -3,7 +3,9 @@
 * ``cases``: the node's database of cases, receipts, envelopes, outbox, timers
   (durable, group-committed; see its docstring);
 * ``catalog``: the index of the circle's matter catalogs, with Chinese search
-  (rebuildable from the catalog bucket, so kept in a file of its own).
+  (rebuildable from the catalog bucket, so kept in a file of its own);
+* ``accounts``: staff accounts, sessions and the audit of administrative actions
+  (``accounts.db``: who may use the pages, kept apart from the cases).
 """
 
 from node.store.cases import MIGRATIONS, Changes, Store, StoreError
