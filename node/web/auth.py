@@ -27,8 +27,10 @@ for ``lockout_minutes``; the page says how many tries are left and until when it
 is locked. While locked the password is not even checked. An administrator can
 unlock at once (audited).
 
-**The JSON API** (``/api/...``) is left as it was: the CLI and the tests use it
-without signing in. This middleware does not look at those requests.
+**The JSON API** (``/api/...``) needs no sign-in yet: the CLI and the tests use it
+as it was. Of those requests this middleware only refuses state changes a browser
+sends from another site (an ``Origin`` that is not this node's): a form there can
+post text/plain or multipart to the API. The command line sends no ``Origin``.
 """
 
 from __future__ import annotations
