@@ -46,6 +46,7 @@ __all__ = [
     "COLLECTING_STATES",
     "HANDLING_STATES",
     "LOCAL_EVENTS",
+    "RECEIPT_NAMES_ZH",
     "REMOTE_EVENTS",
     "STATE_NAMES_ZH",
     "TIMER_EVENTS",
@@ -244,3 +245,39 @@ STATE_NAMES_ZH = {
     "evaluated": "已评价",
     "archived": "已归档",
 }
+
+
+#: Receipt kinds as people read them (timelines, the public verification page).
+RECEIPT_NAMES_ZH = {
+    "collected": "已收件（通办专窗收件登记）",
+    "submitted": "已发送至办理地",
+    "accepted_at_window": "窗口已受理并发送",
+    "window_supplement_notice": "窗口一次性告知补正",
+    "window_supplemented": "窗口已补正材料",
+    "refused_at_window": "窗口不予受理",
+    "received_by_handler": "办理地已签收",
+    "received": "已签收",
+    "received_accepted": "已签收（收件地已受理）",
+    "accepted": "已受理",
+    "deemed_accepted": "逾期未告知补正，视为受理",
+    "supplement_requested": "办理地要求补正",
+    "supplied": "已补正",
+    "refused": "不予受理",
+    "withdrawal_requested": "已申请撤回",
+    "withdrawn": "已撤回",
+    "withdrawal_refused": "撤回未获同意（已作出受理决定）",
+    "forwarded": "已流转至承办部门",
+    "dead_lettered": "流转失败，待人工处理",
+    "retry_requested": "重新流转",
+    "progress": "办理进展",
+    "suspended": "特别程序开始",
+    "resumed": "特别程序结束",
+    "overdue": "已超承诺时限",
+    "concluded": "已办结",
+    "outcome_received": "收到办理结果",
+    "outcome_acknowledged": "收件地已确认办理结果",
+    "delivered": "已送达",
+    "evaluated": "已评价",
+    "archived": "已归档",
+}
+

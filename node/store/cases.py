@@ -290,6 +290,12 @@ class Store:
         cursor = self._db.conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit))
         return _all(cursor)
 
+    def receipt_case(self, digest: bytes) -> str | None:
+        """The case of the receipt with this digest (the public verification page)."""
+        row = self._db.conn.execute("SELECT case_id FROM receipts WHERE digest = ?",
+                                    (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
     def joint(self, joint_id: str) -> dict[str, Any] | None:
         """A joint case (多地联办): its parts as ``[(case_id, handling), ...]``."""
         row = _one(self._db.conn.execute(

@@ -30,6 +30,8 @@ from node.web.auth import (
     require,
 )
 from node.web.render import error_page, render
+from node.web.verify import add_verify_routes
+from node.web.window import add_window_routes
 from protocol.states import STATE_NAMES_ZH
 
 __all__ = ["add_web_routes"]
@@ -42,9 +44,9 @@ REGION = re.compile(r"^[0-9]{6}([0-9]{3}|[0-9]{6})?$")  # GB/T 2260
 TASKS: dict[str, list[tuple[str | None, str, str]]] = {
     "clerk": [
         ("/cases", "办件列表", "查看本地区收件的办件及其流转进度"),
-        (None, "收件登记", "登记申请人和材料，推送到办理地"),
-        (None, "事项查询", "查询通办圈各地的通办事项、受理条件和所需材料"),
-        (None, "回执打印", "打印收件回执和办理结果通知"),
+        ("/window/matters", "收件登记", "选择事项后登记申请人和材料，推送到办理地"),
+        ("/window/matters", "事项查询", "查询通办圈各地的通办事项、受理条件和所需材料"),
+        ("/cases", "回执打印", "在办件列表中打印收件回执"),
     ],
     "reviewer": [
         ("/cases", "办件列表", "查看本地区的办件及其状态"),
@@ -345,3 +347,5 @@ def add_web_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     app.router.add_get("/admin/accounts", accounts_page)
     app.router.add_post("/admin/accounts", create_account)
     app.router.add_post("/admin/accounts/{username}/{action}", account_action)
+    add_window_routes(app, node_key)  # 通办专窗: 事项查询, 收件登记, 办件详情
+    add_verify_routes(app, node_key)  # /verify/{token} (public), /cases/{case_id}/receipt

@@ -1,0 +1,565 @@
+"""The 通办专窗 clerk's pages: 事项查询, 收件登记, 办件详情 (补正, 送达, 好差评), live.
+
+Theory of operation
+-------------------
+Every page is server-rendered and every change is a plain form POST with the
+session's CSRF token that redirects back (post/redirect/get); a refused form is
+rendered again with each problem next to its field and everything typed kept.
+Scripts only add comfort: ``window_upload.js`` streams scans to ``/window/scans``
+as they are dropped (with progress) and puts their object names in the form, and
+``window_case.js`` follows the case over a WebSocket.
+
+**收件登记** takes the matter the clerk picked (region, 实施编码, version as shown),
+checks the form its catalog entry defines with the entry's own rules
+(``FormField.check``), the material checklist (必要 materials collected, scanned or
+— where the entry allows 容缺 — pledged with a due date), 身份核验 and 形式审查,
+and routes the applicant's location (``Node.route``) to make sure the chosen region
+is the one that handles it there. Then ``collect`` and ``submit`` run as two
+commands, as ``POST /api/cases`` does.
+
+**Live**: ``Node.observers`` is called with every result once it is on disk; the
+``Live`` hub wakes the sockets that follow that case, and each sends the case's
+state when it changed. Sockets are closed at shutdown (``on_shutdown``) and the
+observer is removed at clean-up.
+
+Only the 窗口收件员 of this node's region may collect and record; reviewers and
+operators of the region may look at a case's detail. The forms become protocol
+bodies in ``window_forms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from node.app import Node
+from node.engine import Command, Result
+from node.materials import MaterialTooLarge
+from node.store import Changes
+from node.web import window_forms as forms
+from node.web.auth import account_of, clock_text, require
+from node.web.render import error_page, render
+from protocol import bodies as b
+from protocol import decode
+from protocol.catalog import CatalogEntry
+from protocol.codes import (
+    DAY_UNITS,
+    DELIVERY_MODES,
+    EVALUATION_CHANNELS,
+    ID_TYPES,
+    IDENTITY_METHODS,
+    MATERIAL_NECESSITY,
+    OUTCOME_RESULTS,
+    SATISFACTION,
+    SERVICE_OBJECTS,
+    TONGBAN_MODES,
+)
+from protocol.errors import ProtocolError
+from protocol.fields import date_of
+from protocol.routes import SignedRouteRefusal
+from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
+from protocol.wire import decode_envelope, decode_payload, receipt_from_fields
+from routing.regions import official_name
+
+__all__ = ["add_window_routes"]
+
+#: Scans the window accepts (as ``POST /api/materials``).
+SCAN_MEDIA = {"application/pdf": "PDF", "image/jpeg": "JPEG", "image/png": "PNG",
+              "application/ofd": "OFD"}
+ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
+
+
+def add_window_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
+    """The window pages, the scan upload, the live socket and their lifetimes."""
+    live_key = web.AppKey("window_live", Live)
+
+    async def live_lifetime(app: web.Application) -> AsyncIterator[None]:
+        node = app[node_key]
+        live = app[live_key] = Live()
+        node.observers.append(live.wake)
+        try:
+            yield
+        finally:
+            if live.wake in node.observers:
+                node.observers.remove(live.wake)
+
+    async def close_sockets(app: web.Application) -> None:
+        await app[live_key].close_all()
+
+    pages = WindowPages(node_key, live_key)
+    app.cleanup_ctx.append(live_lifetime)
+    app.on_shutdown.append(close_sockets)
+    clerk = require("clerk", own_region=True)
+    staff = require("clerk", "reviewer", "operator", own_region=True)  # may look, not act
+    app.router.add_get("/window/matters", clerk(pages.matters))
+    app.router.add_get("/window/apply/{region}/{code}", clerk(pages.apply_page))
+    app.router.add_post("/window/apply/{region}/{code}", clerk(pages.apply))
+    app.router.add_post("/window/scans", clerk(pages.upload_scan))
+    app.router.add_get("/window/cases/{case_id}", staff(pages.case_page))
+    app.router.add_get("/window/cases/{case_id}/live", staff(pages.live))
+    app.router.add_post("/window/cases/{case_id}/{action}", clerk(pages.case_action))
+
+
+# ---------------------------------------------------------------- live updates
+
+
+class Live:
+    """Which sockets follow which case; woken by the node's observer."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, set[asyncio.Event]] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    def __repr__(self) -> str:
+        return f"<Live sockets={len(self.sockets)} cases={len(self.waiting)}>"
+
+    def wake(self, result: Result) -> None:
+        for event in self.waiting.get(result.case_id or "", ()):
+            event.set()
+
+    def follow(self, case_id: str, event: asyncio.Event) -> None:
+        self.waiting.setdefault(case_id, set()).add(event)
+
+    def leave(self, case_id: str, event: asyncio.Event) -> None:
+        events = self.waiting.get(case_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.waiting[case_id]
+
+    async def close_all(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message="节点正在停止".encode())
+
+
+# ---------------------------------------------------------------- pages
+
+
+@dataclasses.dataclass
+class WindowPages:
+    node_key: web.AppKey[Node]
+    live_key: web.AppKey[Live]
+
+    def node(self, request: web.Request) -> Node:
+        return request.app[self.node_key]
+
+    # ------------------------------------------------------------ 事项查询
+
+    async def matters(self, request: web.Request) -> web.StreamResponse:
+        node = self.node(request)
+        query = request.query.get("q", "").strip()[:100]
+        partners = _partners(node)
+        region = request.query.get("region", "")
+        region = region if region in partners else ""
+        mode = request.query.get("mode", "proxy")
+        mode = mode if mode in TONGBAN_MODES else ""
+        hits = await asyncio.to_thread(node.catalog.search, query,
+                                       regions=(region,) if region else (),
+                                       mode=mode or None, limit=100)
+        results = [{**hit, "region_name": partners.get(hit["region"]) or _region_name(hit["region"]),
+                    "modes_zh": "、".join(TONGBAN_MODES.get(m, m) for m in hit["modes"]),
+                    "proxy": "proxy" in hit["modes"]} for hit in hits]
+        return render(request, "window_matters.html", {
+            "q": query, "region_filter": region, "mode": mode, "partners": partners,
+            "modes": TONGBAN_MODES, "results": results, "searched": "q" in request.query})
+
+    # ------------------------------------------------------------ 收件登记
+
+    async def apply_page(self, request: web.Request) -> web.StreamResponse:
+        entry = self._entry(request)
+        if isinstance(entry, web.Response):
+            return entry
+        return self._apply_form(request, entry, {}, {})
+
+    def _entry(self, request: web.Request) -> CatalogEntry | web.Response:
+        node = self.node(request)
+        region, code = request.match_info["region"], request.match_info["code"]
+        text = request.query.get("version", "")  # the version the form was filled against
+        version = int(text) if text.isdigit() and len(text) < 8 else None
+        entry = node.catalog.entry(region, code, version)
+        if entry is None:
+            return error_page(request, 404, "没有这个事项",
+                              "通办圈的事项目录中没有这个事项（或它的这个版本），可能已被撤销或更新。",
+                              "请回到“事项查询”重新查找并选择事项。")
+        if "proxy" not in entry.modes or entry.status != "active":
+            return error_page(request, 409, "该事项不能异地代收",
+                              f"{entry.name}（{_region_name(entry.region)}）不提供异地代收代办。",
+                              "请告知申请人该事项的办理方式（全程网办或到办理地办理），"
+                              "或回到“事项查询”选择其他事项。")
+        if entry.acceptance != "handling_decides":
+            return error_page(request, 409, "本页暂不支持收件地受理的事项",
+                              f"{entry.name}由收件地窗口受理（异地受理、远程办理），本页只登记办理地受理的申请。",
+                              "请按本地区异地受理的办理规程办理，或回到“事项查询”选择其他事项。")
+        return entry
+
+    def _apply_form(self, request: web.Request, entry: CatalogEntry, values: dict[str, Any],
+                    errors: dict[str, str], status: int = 200,
+                    problem: str | None = None) -> web.Response:
+        node = self.node(request)
+        account = account_of(request)
+        assert account is not None
+        today = date_of(node.clock()).isoformat()
+        materials = []
+        for i, m in enumerate(entry.materials):
+            materials.append({
+                "i": i, "name": m.name, "necessity": m.necessity,
+                "necessity_zh": MATERIAL_NECESSITY[m.necessity], "originals": m.originals,
+                "copies": m.copies, "deferrable": m.deferrable, "standard": m.standard,
+                "note": m.note,
+                "collected": values.get(f"m{i}_collected") == "on",
+                "mode": values.get(f"m{i}_mode", "paper_original" if m.originals else "paper_copy"),
+                "count": values.get(f"m{i}_count", str(max(1, m.originals + m.copies))),
+                "deferred": values.get(f"m{i}_deferred") == "on",
+                "pledge": values.get(f"m{i}_pledge", "本人承诺在约定日期前补交该材料，逾期未补交的，"
+                                                      "自愿承担相应责任。"),
+                "due": values.get(f"m{i}_due", ""),
+            })
+        scans = self._scans(node, values.get("scans", []))
+        shown = [{"name": f.name, "label": f.label, "kind": f.kind, "required": f.required,
+                  "choices": f.choices, "help": f.help, "max_length": f.max_length,
+                  "value": values.get(f"f_{f.name}", "")} for f in entry.form]
+        return render(request, "window_apply.html", {
+            "entry": entry, "handling_name": _region_name(entry.region),
+            "promised": f"{entry.promised_limit.days} 个{DAY_UNITS[entry.promised_limit.unit]}",
+            "fields": shown, "materials": materials, "scans": scans, "values": values,
+            "errors": errors, "problem": problem, "today": today,
+            "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
+            "service_objects": SERVICE_OBJECTS, "id_types": ID_TYPES,
+            "identity_methods": IDENTITY_METHODS, "paper_modes": forms.PAPER_MODES,
+            "clerk": account.display_name, "scan_media": "、".join(SCAN_MEDIA.values())}, status=status)
+
+    def _scans(self, node: Node, objects: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for obj in objects:
+            row = node.store.material(obj)
+            if row is not None and row["state"] == "local" and not row["case_id"]:
+                rows.append({"object": obj, "name": row["name"], "size": _size(row["size"]),
+                             "media": SCAN_MEDIA.get(row["media_type"], row["media_type"])})
+        return rows
+
+    async def apply(self, request: web.Request) -> web.StreamResponse:
+        entry = self._entry(request)
+        if isinstance(entry, web.Response):
+            return entry
+        node = self.node(request)
+        account = account_of(request)
+        assert account is not None
+        form = await request.post()
+        values: dict[str, Any] = {k: v.strip()[:2000] for k, v in form.items()
+                                  if isinstance(v, str) and k not in ("csrf_token", "scans")}
+        scans = [s for s in form.getall("scans", []) if isinstance(s, str)]
+        scans += await self._plain_uploads(node, form, "scan_file", values.get("scan_for", ""))
+        values["scans"] = scans
+        errors: dict[str, str] = {}
+        built = forms.application(node, entry, values, errors, account.display_name)
+        if errors or built is None:
+            return self._apply_form(request, entry, values, errors, status=400)
+        handling = self._route(node, entry, values, errors)
+        if handling is None:
+            return self._apply_form(request, entry, values, errors, status=400)
+        result = await node.command(Command(None, "collect", built, peer=handling))
+        if result.outcome != "applied" or result.case_id is None:
+            return self._apply_form(request, entry, values, {}, status=422, problem=(
+                f"收件未成功（{result.detail or result.outcome}）。所填内容已保留，请核对后重新提交；"
+                f"如仍不成功，请联系本节点运维人员。"))
+        sent = await node.command(Command(result.case_id, "submit"))
+        done = "submitted" if sent.outcome == "applied" else "collected"
+        raise web.HTTPSeeOther(f"/window/cases/{result.case_id}?done={done}")
+
+    def _route(self, node: Node, entry: CatalogEntry, values: dict[str, Any],
+               errors: dict[str, str]) -> str | None:
+        """The handling region: the chosen entry's, once routing agrees for the
+        applicant's location."""
+        location = values.get("a_region", "")
+        routes = node.route(entry.basic_code, [location])
+        if isinstance(routes, SignedRouteRefusal):
+            errors["a_region"] = (f"{routes.refusal.zh}。请核对申请人属地代码；属地确实不在通办范围的，"
+                                  f"请告知申请人到属地办理。")
+            return None
+        handling = routes[0].handling
+        if handling != entry.region:
+            errors["a_region"] = (f"按申请人属地 {location}，该事项应由{_region_name(handling)}"
+                                  f"（{handling}）办理，不是{_region_name(entry.region)}。"
+                                  f"请回到“事项查询”选择{_region_name(handling)}的该事项。")
+            return None
+        return handling
+
+    async def _plain_uploads(self, node: Node, form: Any, field: str, name: str) -> list[str]:
+        """Scans sent with the form itself (no script): stored as the streamed ones are."""
+        objects = []
+        for part in form.getall(field, []):
+            if isinstance(part, web.FileField) and part.filename:
+                row = await _intake(node, _file_pieces(part.file), name or part.filename,
+                                    part.content_type)
+                if isinstance(row, dict):
+                    objects.append(str(row["object"]))
+        return objects
+
+    async def upload_scan(self, request: web.Request) -> web.StreamResponse:
+        """Stream one scan in (``?name=`` the material it is for): encrypted on arrival."""
+        node = self.node(request)
+        name = request.query.get("name", "").strip()
+        if not 1 <= len(name) <= 200:
+            return _json_error(400, "请先选择这份扫描件对应的材料，再上传。")
+        row = await _intake(node, request.content.iter_chunked(1 << 16), name,
+                            request.content_type)
+        if isinstance(row, str):
+            return _json_error(413 if "上限" in row else 415, row)
+        return web.json_response({"object": row["object"], "name": name,
+                                  "size": _size(row["size"]),
+                                  "media": SCAN_MEDIA[row["media_type"]]}, status=201)
+
+    # ------------------------------------------------------------ 办件详情
+
+    async def case_page(self, request: web.Request) -> web.StreamResponse:
+        return self._case(request, {}, {}, None)
+
+    def _case(self, request: web.Request, values: dict[str, Any], errors: dict[str, str],
+              form_name: str | None, status: int = 200) -> web.Response:
+        node = self.node(request)
+        case_id = request.match_info["case_id"]
+        row = node.store.case_row(case_id)
+        if row is None:
+            return error_page(request, 404, "没有这个办件", f"本节点没有编号为 {case_id} 的办件。",
+                              "请从“办件列表”中选择办件；编号是从回执上抄录的，请核对后再试。")
+        account = account_of(request)
+        assert account is not None
+        view = case_view(node, row)
+        notice = {"submitted": "已收件并发送至办理地。请把收件回执交给申请人。",
+                  "collected": "已收件，但尚未发送到办理地；节点会自动重试，请稍后刷新查看。",
+                  "supplement": "已登记补正材料并发送至办理地。",
+                  "deliver": "已登记送达。请请申请人对本次服务作出评价。",
+                  "evaluate": "已登记好差评，谢谢。"}.get(request.query.get("done", ""))
+        return render(request, "window_case.html", {
+            **view, "notice": notice, "values": values, "errors": errors, "form_name": form_name,
+            "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
+            "can_act": "clerk" in account.roles and row["role"] == "collecting",
+            "delivery_modes": DELIVERY_MODES, "channels": EVALUATION_CHANNELS,
+            "stars": [(s, SATISFACTION[c]) for s, c in forms.STARS.items()],
+            "scan_media": "、".join(SCAN_MEDIA.values())}, status=status)
+
+    async def case_action(self, request: web.Request) -> web.StreamResponse:
+        node = self.node(request)
+        case_id, action = request.match_info["case_id"], request.match_info["action"]
+        row = node.store.case_row(case_id)
+        account = account_of(request)
+        assert account is not None
+        if row is None or row["role"] != "collecting":
+            return error_page(request, 404, "没有这个办件", f"本节点没有本地区收件的办件 {case_id}。",
+                              "请从“办件列表”中选择办件后再操作。")
+        if action not in ("supplement", "deliver", "evaluate"):
+            return error_page(request, 404, "没有这个操作", f"办件详情没有“{action}”这一操作。",
+                              "请返回办件详情页，使用页面上的按钮操作。")
+        form = await request.post()
+        values: dict[str, Any] = {k: v.strip()[:2000] for k, v in form.items()
+                                  if isinstance(v, str) and k not in ("csrf_token", "scans")}
+        errors: dict[str, str] = {}
+        now = node.clock()
+        body: Any = None
+        if action == "supplement":
+            scans = [s for s in form.getall("scans", []) if isinstance(s, str)]
+            scans += await self._plain_uploads(node, form, "scan_file",
+                                               values.get("scan_for", ""))
+            values["scans"] = scans
+            asked = case_view(node, row)["supplement_request"]
+            body = forms.supplement(node, asked, values, scans, errors, now, account.display_name)
+        elif action == "deliver":
+            body = forms.delivery(values, errors, now)
+        else:
+            body = forms.evaluation(node, values, errors, now)
+        if errors or body is None:
+            return self._case(request, values, errors, action, status=400)
+        result = await node.command(Command(case_id, action, body))
+        if result.outcome != "applied":
+            state = STATE_NAMES_ZH.get(row["state"], row["state"])
+            return self._case(request, values, {"form": (
+                f"办件当前状态为“{state}”，不能{ACTIONS[action]}（{result.detail or result.outcome}）。"
+                f"请刷新页面查看最新状态后再操作。")}, action, status=409)
+        raise web.HTTPSeeOther(f"/window/cases/{case_id}?done={action}")
+
+    # ------------------------------------------------------------ live
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """Push ``{state, state_zh, receipts}`` now and whenever the case changes."""
+        node = self.node(request)
+        case_id = request.match_info["case_id"]
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            return _json_error(403, "不接受来自其他网站的连接。")
+        if node.store.case_row(case_id) is None:
+            return _json_error(404, "没有这个办件。")
+        hub = request.app[self.live_key]
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        woken = asyncio.Event()
+        hub.sockets.add(ws)
+        hub.follow(case_id, woken)
+        receiving = asyncio.ensure_future(ws.receive())
+        waking: asyncio.Future[Any] | None = None
+        last: dict[str, Any] | None = None
+        try:
+            while not ws.closed:
+                state = _live_state(node, case_id)
+                if state is not None and state != last:
+                    await ws.send_str(json.dumps(state, ensure_ascii=False))
+                    last = state
+                waking = asyncio.ensure_future(woken.wait())
+                await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
+                if receiving.done():
+                    message = receiving.result()
+                    if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                        WSMsgType.ERROR):
+                        break
+                    receiving = asyncio.ensure_future(ws.receive())  # the page says nothing
+                woken.clear()
+        finally:
+            for task in (receiving, waking):
+                if task is not None and not task.done():
+                    task.cancel()
+            hub.leave(case_id, woken)
+            hub.sockets.discard(ws)
+            await ws.close()
+        return ws
+
+
+ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价"}
+
+
+# ---------------------------------------------------------------- reading a case
+
+
+def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
+    """What the detail page shows of a case: its application, the messages both ways
+    (补正 list, outcome, delivery, evaluation) and the receipts of both chains."""
+    case_id = row["case_id"]
+    raw = node.store.body(case_id, "application")
+    application = b.Application.model_validate(decode(raw)) if raw else None
+    bodies: dict[str, Any] = {}
+    for wire, _, plaintext in node.store.envelopes(case_id):
+        try:
+            envelope = decode_envelope(wire)
+            body, _ = decode_payload(envelope.kind, plaintext)
+        except ProtocolError:
+            continue
+        key: str = envelope.kind
+        if key == "decision":
+            key = f"decision_{body.outcome}"
+        bodies[key] = body  # the newest of each kind
+    receipts = []
+    for data in node.store.receipts(case_id):
+        receipt = receipt_from_fields(decode(data))
+        receipts.append({"at": receipt.at, "when": _clock(receipt.at), "kind": receipt.kind,
+                         "name": RECEIPT_NAMES_ZH.get(receipt.kind, receipt.kind),
+                         "side": "本地" if receipt.actor == node.region
+                         else _region_name(receipt.actor), "detail": _receipt_detail(receipt.data)})
+    receipts.sort(key=lambda r: (r["at"], r["side"] != "本地"))
+    request = bodies.get("decision_supplement")
+    outcome = bodies.get("outcome")
+    delivery = bodies.get("delivery")
+    evaluation = bodies.get("evaluation")
+    stars = {c: s for s, c in forms.STARS.items()}
+    return {
+        "case": {**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
+                 "peer_name": _region_name(row["peer"]), "updated": _clock(row["updated_at"])},
+        "application": application, "receipts": receipts, "receipt_count": len(receipts),
+        "supplement_request": request,
+        "supplement_notified": _clock(request.notified_at) if request else "",
+        "supplied": bodies.get("supplement"),
+        "accept": bodies.get("decision_accept"), "refuse": bodies.get("decision_refuse"),
+        "outcome": outcome, "outcome_result": OUTCOME_RESULTS.get(outcome.result) if outcome else "",
+        "outcome_delivery": DELIVERY_MODES.get(outcome.delivery) if outcome else "",
+        "outcome_at": _clock(outcome.concluded_at) if outcome else "",
+        "delivery": delivery, "delivery_mode": DELIVERY_MODES.get(delivery.mode) if delivery else "",
+        "delivery_at": _clock(delivery.delivered_at) if delivery else "",
+        "evaluation": evaluation,
+        "evaluation_stars": stars.get(evaluation.satisfaction, 0) if evaluation else 0,
+        "evaluation_zh": SATISFACTION.get(evaluation.satisfaction) if evaluation else "",
+        "evaluation_channel": EVALUATION_CHANNELS.get(evaluation.channel) if evaluation else "",
+    }
+
+
+def _live_state(node: Node, case_id: str) -> dict[str, Any] | None:
+    row = node.store.case_row(case_id)
+    if row is None:
+        return None
+    return {"state": row["state"], "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
+            "receipts": len(node.store.receipts(case_id)), "updated": row["updated_at"]}
+
+
+def _receipt_detail(data: dict[str, Any]) -> str:
+    parts = []
+    if "doc_no" in data:
+        parts.append(f"受理文书编号 {data['doc_no']}")
+    if "promised_date" in data:
+        parts.append(f"承诺办结 {data['promised_date']}")
+    if "items" in data:
+        parts.append(f"{data['items']} 项待补正")
+    if "department" in data:
+        parts.append(str(data["department"]))
+    if "result" in data:
+        parts.append(OUTCOME_RESULTS.get(str(data["result"]), str(data["result"])))
+    if "mode" in data:
+        parts.append(DELIVERY_MODES.get(str(data["mode"]), str(data["mode"])))
+    if "tracking_no" in data:
+        parts.append(f"单号 {data['tracking_no']}")
+    if "satisfaction" in data:
+        parts.append(SATISFACTION.get(data["satisfaction"], ""))
+    return "；".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def _intake(node: Node, pieces: AsyncIterator[bytes], name: str,
+                  media_type: str) -> dict[str, Any] | str:
+    """Store a scan encrypted; its ``materials`` row, or what is wrong (Chinese)."""
+    if media_type not in SCAN_MEDIA:
+        return "只接受 PDF、JPEG、PNG 或 OFD 格式的扫描件，请转换格式后重新上传。"
+    try:
+        row = await node.materials.intake(pieces, name[:200], media_type)
+    except MaterialTooLarge:
+        limit = node.config.limits.max_material_bytes >> 20
+        return f"文件超过大小上限（{limit} MB），请降低扫描分辨率或分页扫描后重新上传。"
+    await node.store.commit(Changes(materials=[{**row, "at": node.clock()}]))
+    return row
+
+
+async def _file_pieces(file: Any) -> AsyncIterator[bytes]:
+    while piece := await asyncio.to_thread(file.read, 1 << 16):
+        yield piece
+
+
+def _partners(node: Node) -> dict[str, str]:
+    """The regions whose catalogs this node holds: the circle's members, or the peers."""
+    circle = node.circle.current if node.circle is not None else None
+    if circle is not None:
+        named = {m.region: m.name for m in circle.members}
+    else:
+        named = {p.region: _region_name(p.region) for p in node.config.peers}
+    named.pop(node.region, None)
+    return dict(sorted(named.items()))
+
+
+def _region_name(code: str) -> str:
+    return official_name(code) or code
+
+
+def _size(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.1f} MB"
+    return f"{max(1, size // 1024)} KB"
+
+
+def _clock(ms: int) -> str:
+    return clock_text(ms)
+
+
+def _json_error(status: int, zh: str) -> web.Response:
+    return web.json_response({"error": zh}, status=status)
+
