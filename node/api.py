@@ -12,7 +12,7 @@ from aiohttp import web
 
 from node.api_catalog import add_catalog_routes
 from node.api_circle import add_circle_routes
-from node.api_errors import MATTER, REGION, error, json_object, no_route
+from node.api_errors import MATTER, REGION, error, json_errors, json_object, no_route
 from node.api_joint import add_joint_routes
 from node.app import Node
 from node.engine import Command
@@ -44,7 +44,10 @@ async def list_cases(request: web.Request) -> web.Response:
     try:
         limit = min(int(request.query.get("limit", "100")), 1000)
     except ValueError:
-        return error(400, "bad_limit", "limit 必须是整数", "limit must be an integer")
+        limit = 0
+    if limit < 1:  # SQLite reads a negative LIMIT as none, and a huge one overflows
+        return error(400, "bad_limit", "limit 应为正整数（最多 1000）",
+                     "limit must be a whole number from 1 (at most 1000 are listed)")
     rows = node.store.cases(state=state, limit=limit)
     return web.json_response([{**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"])}
                               for row in rows])
@@ -71,7 +74,10 @@ async def create_case(request: web.Request) -> web.Response:
         handling, code, version = route.handling, route.code, route.version
     else:
         asked = payload.get("handling")
-        if not isinstance(asked, str) or not node.router.reaches(asked):
+        if not isinstance(asked, str) or not REGION.match(asked):
+            return error(400, "bad_handling", "请填写办理地的行政区划代码（6、9 或 12 位）",
+                          "give the handling region's GB/T 2260 code (6, 9 or 12 digits)")
+        if not node.router.reaches(asked):
             return error(400, "unknown_region", "办理地不是本节点的通办伙伴",
                           "the handling region is not a partner of this node")
         handling = asked
@@ -79,8 +85,11 @@ async def create_case(request: web.Request) -> web.Response:
     window_no = node.window_no(now)
     application = node.catalog.sample_application(handling, now, window_no, code, version)
     objects = payload.get("materials", [])
+    if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+        return error(400, "bad_materials", "materials 应为材料编号（文字）的列表",
+                      "materials must be a list of material object ids (strings)")
     if objects:
-        rows = [node.store.material(o) if isinstance(o, str) else None for o in objects]
+        rows = [node.store.material(o) for o in objects]
         if any(row is None or row["state"] != "local" or row["case_id"] for row in rows):
             return error(400, "unknown_material", "材料不存在或已用于其他办件",
                           "a material does not exist or belongs to another case")
@@ -180,7 +189,8 @@ def _receipt_json(receipt: Receipt) -> dict[str, Any]:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=node.config.limits.max_message_bytes)
+    app = web.Application(client_max_size=node.config.limits.max_message_bytes,
+                          middlewares=[json_errors])
     app[NODE] = node
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/cases", list_cases)

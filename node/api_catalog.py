@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.api_errors import error
 from node.app import Node
@@ -132,7 +133,8 @@ def add_catalog_routes(app: web.Application, node_key: web.AppKey[Node]) -> None
                         if data is None:
                             return too_large
                         texts[part.name] = csv_text(data)  # type: ignore[union-attr,index]
-                except (ValueError, AssertionError, aiohttp.ClientPayloadError, EOFError):
+                except (ValueError, AssertionError, aiohttp.ClientPayloadError, EOFError,
+                        HttpProcessingError):  # e.g. a part whose headers do not parse
                     return error(400, "bad_multipart", "上传内容不完整或格式有误",
                                  "the multipart body is malformed or incomplete")
                 entries = await asyncio.to_thread(read_catalog_csv, texts, node.region)

@@ -72,24 +72,32 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
             return circle
         if isinstance(payload, web.Response):
             return payload
+        fields = ("contact_name", "contact_phone", "contact_email", "nats_account", "relay")
+        if any(not isinstance(payload.get(f), str | None) for f in fields):
+            return error(400, "bad_join", "加入申请的各项应为文字（未填可省略）",
+                         f"{', '.join(fields)} must be strings (or left out)")
         try:
             contact = Contact(name=payload.get("contact_name", ""),
                               phone=payload.get("contact_phone") or None,
                               email=payload.get("contact_email") or None)
-            account = payload.get("nats_account") or None
-            if account is not None:
-                TypeAdapter(NatsAccount).validate_python(account)
         except ValidationError as exc:
             return error(400, "bad_contact", "联系人信息有误：姓名必填，电话、邮箱格式要正确",
                          f"contact: {exc.errors()[0]['loc'][0]} {exc.errors()[0]['msg']}")
+        account = payload.get("nats_account") or None
+        try:
+            if account is not None:
+                TypeAdapter(NatsAccount).validate_python(account)
+        except ValidationError:  # its error has no field name ('loc' is empty)
+            return error(400, "bad_account", "NATS 账户应为以 A 开头的 56 位公钥",
+                         "nats_account must be a NATS account public key (A and 55 characters)")
         relay = payload.get("relay") or None
-        if relay is not None and not (isinstance(relay, str) and _REGION.match(relay)):
+        if relay is not None and not _REGION.match(relay):
             return error(400, "bad_relay", "经由地区应为 6、9 或 12 位行政区划代码（GB/T 2260）",
                          "relay must be a GB/T 2260 region code (6, 9 or 12 digits)")
         try:
             sent = await circle.request_join(contact, account, relay)
         except RelayError as exc:  # this region itself, or not a member that may relay
-            return error(400, "bad_relay", exc.zh, exc.en)
+            return error(422, "bad_relay", exc.zh, exc.en)
         except ConnectionError as exc:
             return error(503, "nats_unavailable", "消息服务暂不可用，请稍后重试", str(exc))
         return web.json_response({"region": sent.region, "name": sent.name,
@@ -111,7 +119,8 @@ def add_circle_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
                                  "give the signing key id you confirmed with the region (key)")
                 registry = await circle.approve(region, key)
                 return web.json_response({"region": region, "version": registry.version})
-            reason = str(payload.get("reason") or "").strip()
+            reason = payload.get("reason")
+            reason = reason.strip() if isinstance(reason, str) else ""
             if not reason:
                 return error(400, "no_reason", "请写明不予同意的理由", "give the reason for refusing")
             await circle.refuse(region, reason[:500])

@@ -77,7 +77,7 @@ ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项
 
 def add_window_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     """The window pages, the scan upload, the live socket and their lifetimes."""
-    live_key = web.AppKey("window_live", Live)
+    live_key = LIVE
 
     async def live_lifetime(app: web.Application) -> AsyncIterator[None]:
         node = app[node_key]
@@ -426,6 +426,11 @@ class WindowPages:
             hub.sockets.discard(ws)
             await ws.close()
         return ws
+
+
+#: The live sockets of one app (a module-level key: aiohttp names keys from the frame
+#: that makes them, and a key made inside a function fails in a thread).
+LIVE = web.AppKey("window_live", Live)
 
 
 ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价"}
