@@ -166,6 +166,8 @@ class CircleConfig(_Section):
 class Limits(_Section):
     max_message_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
     max_material_bytes: int = Field(default=512 << 20, ge=1 << 20, le=8 << 30)
+    #: A scan uploaded but never used in an application is deleted after this many days.
+    unused_material_days: float = Field(default=7.0, gt=0, le=365)
     inbox_batch: int = Field(default=256, ge=1, le=4096)
     outbox_inflight: int = Field(default=2000, ge=1, le=100_000)
     publish_timeout_s: float = Field(default=5.0, gt=0, le=120)

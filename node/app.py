@@ -154,7 +154,8 @@ class Node:
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
                     workers = [self._fetcher, self._processor, self._relay, self._timers,
-                               self._material_transfers, self.catalog.follow]
+                               self._material_transfers, self._sweep_materials,
+                               self.catalog.follow]
                     if self.circle is not None:
                         workers.append(self.circle.follow)
                     for worker in workers:
@@ -380,6 +381,21 @@ class Node:
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    async def _sweep_materials(self) -> None:
+        """Scans uploaded but never used in an application go after
+        ``limits.unused_material_days``: the row first, then the file (a crash between
+        leaves an unreferenced file, never a row without its file)."""
+        age_ms = int(self.config.limits.unused_material_days * 86_400_000)
+        while True:
+            unused = self.store.unused_materials(self.clock() - age_ms)
+            if unused:
+                await self.store.commit(Changes(materials_forget=unused))
+                for obj in unused:
+                    if self.store.material(obj) is None:
+                        self.materials.path(obj).unlink(missing_ok=True)
+                log.info("%d unused scans deleted", len(unused))
+            await asyncio.sleep(3600 if len(unused) < 1000 else 1)
 
     async def _material_transfers(self) -> None:
         """Put materials into partners' object stores; fetch those sent to us.

@@ -90,3 +90,29 @@ async def test_uploads_are_checked(tmp_path: Path) -> None:
         nameless = await _upload(cluster, b"%PDF-1.7", "", "application/pdf")
         assert nameless.status == 400
         assert list((tmp_path / C / "materials").glob("*.part")) == []
+
+
+async def test_a_scan_no_application_used_is_deleted_after_its_time(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        cluster.configure(H, [C])
+        cluster.configure(C, [H])
+        await cluster.start(C)
+        kept = await (await _upload(cluster, b"%PDF-1.7 kept", "户口簿", "application/pdf")).json()
+        left = await (await _upload(cluster, b"%PDF-1.7 left", "身份证", "application/pdf")).json()
+        assert cluster.session is not None
+        async with cluster.session.post(cluster.url(C, "/api/cases"), json={
+                "handling": H, "materials": [kept["object"]]}) as response:
+            assert response.status == 201
+        await cluster.stop(C)
+        folder = tmp_path / C / "materials"
+        assert list(folder.glob(f"{left['object']}*"))
+        # Started again with a very short keeping time: the unused scan goes, row and file.
+        cluster.configure(C, [H], limits={"unused_material_days": 1e-6})
+        await cluster.start(C)
+        deadline = asyncio.get_running_loop().time() + 15
+        while list(folder.glob(f"{left['object']}*")):
+            assert asyncio.get_running_loop().time() < deadline, "the unused scan is still there"
+            await asyncio.sleep(0.1)
+        assert list(folder.glob(f"{kept['object']}*"))  # used by an application: kept
+        async with cluster.session.get(cluster.url(C, f"/api/materials/{left['object']}")) as gone:
+            assert gone.status == 404

@@ -153,6 +153,8 @@ class Changes:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Material rows to insert or move on (state: local, to_send, sent, to_fetch, fetched).
     materials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Scans uploaded but never used in an application, to forget.
+    materials_forget: list[str] = dataclasses.field(default_factory=list)
     #: Joint cases (多地联办) to insert or update: joint_id, matter, policy, state, parts
     #: [(case_id, handling)], outcomes, at, closed_at.
     joints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -388,6 +390,12 @@ class Store:
             "FROM materials WHERE state = ? ORDER BY updated_at LIMIT ?", (state, limit))
         return _all(cursor)
 
+    def unused_materials(self, before: int, limit: int = 1000) -> list[str]:
+        """Scans uploaded before ``before`` that no application uses."""
+        return [str(row[0]) for row in self._db.conn.execute(
+            "SELECT object FROM materials WHERE state = 'local' AND case_id IS NULL "
+            "AND updated_at < ? LIMIT ?", (before, limit))]
+
     def counter(self, name: str) -> int:
         row = self._db.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
@@ -476,6 +484,9 @@ def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
             "peer = coalesce(excluded.peer, peer), updated_at = excluded.updated_at",
             {"case_id": None, "peer": None, "name": "", "media_type": "", "size": 0,
              "sha256": b"", "key": b"", "chunk_size": 0, **row})
+    if changes.materials_forget:  # only while still unused: not one an application took
+        execute("DELETE FROM materials WHERE object = ? AND state = 'local' AND case_id IS NULL",
+                [(o,) for o in changes.materials_forget])
     if changes.joints:
         execute(
             "INSERT INTO joints (joint_id, matter, policy, state, parts, outcomes, created_at, "
