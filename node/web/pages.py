@@ -29,6 +29,7 @@ from node.web.auth import (
     password_problem,
     require,
 )
+from node.web.desk import add_desk_routes
 from node.web.render import error_page, render
 from node.web.verify import add_verify_routes
 from node.web.window import add_window_routes
@@ -50,10 +51,10 @@ TASKS: dict[str, list[tuple[str | None, str, str]]] = {
     ],
     "reviewer": [
         ("/cases", "办件列表", "查看本地区的办件及其状态"),
-        (None, "待初审", "审核异地代收的申请：受理、不予受理或要求补正"),
+        ("/desk", "待初审", "审核异地代收的申请：受理、不予受理或要求补正"),
     ],
     "department": [
-        (None, "部门办理", "办理已受理的办件并录入办理结果"),
+        ("/dept", "部门办理", "办理已受理的办件并录入办理结果"),
     ],
     "operator": [
         ("/cases", "办件列表", "查看本节点的全部办件"),
@@ -349,3 +350,4 @@ def add_web_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     app.router.add_post("/admin/accounts/{username}/{action}", account_action)
     add_window_routes(app, node_key)  # 通办专窗: 事项查询, 收件登记, 办件详情
     add_verify_routes(app, node_key)  # /verify/{token} (public), /cases/{case_id}/receipt
+    add_desk_routes(app, node_key)  # 待办队列, 办件审核, 部门办理 (/desk, /dept)

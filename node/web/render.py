@@ -14,6 +14,9 @@ __all__ = ["NAVIGATION", "error_page", "render"]
 NAVIGATION: list[tuple[str, str, frozenset[str] | None]] = [
     ("/", "首页", None),
     ("/cases", "办件列表", frozenset({"clerk", "reviewer", "operator"})),
+    ("/window/matters", "事项查询", frozenset({"clerk"})),
+    ("/desk", "待办队列", frozenset({"reviewer"})),
+    ("/dept", "部门办理", frozenset({"department"})),
     ("/admin/accounts", "账户管理", frozenset({"admin"})),
     ("/password", "修改密码", None),
 ]

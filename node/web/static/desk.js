@@ -1,0 +1,81 @@
+// The desk's pages, live: a WebSocket says when the queue or the case changed; the
+// page then fetches itself again and swaps in the parts marked data-live-part, so a
+// reviewer sees a new application, a supplement or the department's progress without
+// reloading. A part holding a form the user is typing in is left alone until the
+// case's state changes. Without this script the pages show the state as of loading.
+
+const page = document.getElementById("case-page") || document.getElementById("queue-page");
+
+function announce(text) {
+  const region = document.getElementById("live-announce");
+  if (region) region.textContent = text;
+}
+
+function setStatus(text) {
+  const status = document.getElementById("live-status");
+  if (status) status.textContent = text;
+}
+
+function typingIn(part) {
+  const active = document.activeElement;
+  return part && active && part.contains(active) && active.matches("input, textarea, select");
+}
+
+async function refresh(stateChanged) {
+  const response = await fetch(window.location.pathname + window.location.search,
+    { headers: { Accept: "text/html" } });
+  if (!response.ok) return;
+  const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+  for (const part of document.querySelectorAll("[data-live-part]")) {
+    if (!part.id) continue;
+    if ("formPart" in part.dataset && !stateChanged && typingIn(part)) continue;
+    const next = fresh.getElementById(part.id);
+    if (next) part.replaceWith(document.adoptNode(next));
+  }
+  const freshPage = fresh.getElementById(page.id);
+  if (freshPage) {
+    page.dataset.state = freshPage.dataset.state || "";
+    page.dataset.receipts = freshPage.dataset.receipts || "";
+  }
+}
+
+function connect(delay) {
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${window.location.host}${page.dataset.live}`);
+  let first = true;
+  socket.addEventListener("open", () => {
+    delay = 1000;
+    setStatus("（实时更新中）");
+  });
+  socket.addEventListener("message", async (event) => {
+    const news = JSON.parse(event.data);
+    if (page.id === "queue-page") {
+      if (!first) {
+        await refresh(true);
+        announce("待办队列已更新");
+      }
+      first = false;
+      setStatus("（实时更新中）");
+      return;
+    }
+    const stateChanged = news.state !== page.dataset.state;
+    if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
+      await refresh(stateChanged);
+      if (stateChanged) {
+        document.getElementById("case-notice")?.remove(); // it told of the previous step
+        announce(`办件状态已更新：${news.state_zh}`);
+      }
+    }
+    setStatus("（实时更新中）");
+  });
+  socket.addEventListener("close", () => {
+    setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
+    window.setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+  });
+}
+
+// A scan opened from the list: bring the viewer into sight and give it focus.
+const viewer = document.getElementById("viewer");
+if (viewer && window.location.hash === "#viewer") viewer.focus();
+
+if (page && "WebSocket" in window) connect(1000);
