@@ -12,12 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api_errors import MATTER, REGION, error, json_object, no_route
+from node.api_errors import MATTER, error, json_object, no_route
 from node.app import Node
-from node.engine import Command, JointCollect
-from protocol.joint import JOINT_STATES_ZH, PART_OUTCOMES_ZH
+from node.joint_intake import collect_joint, joint_view, places_ok
 from protocol.routes import SignedRouteRefusal
-from protocol.states import STATE_NAMES_ZH
 
 __all__ = ["add_joint_routes"]
 
@@ -31,8 +29,7 @@ def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         matter, locations = payload.get("matter"), payload.get("locations")
         if not isinstance(matter, str) or not MATTER.match(matter):
             return error(400, "bad_matter", "请填写事项的基本编码", "give the matter's basic code")
-        if (not isinstance(locations, list) or not 2 <= len(locations) <= 20
-                or not all(isinstance(x, str) and REGION.match(x) for x in locations)):
+        if not places_ok(locations):
             return error(400, "bad_locations", "多地联办需要 2 至 20 个行政区划代码（6、9 或 12 位）",
                           "a joint application needs 2 to 20 GB/T 2260 location codes")
         routes = node.route(matter, locations, mode="joint")
@@ -40,10 +37,8 @@ def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
             return no_route(routes)
         now = node.clock()
         window_no = node.window_no(now)
-        parts = tuple((r.handling, node.catalog.sample_application(
-            r.handling, now, window_no, r.code, r.version)) for r in routes)
-        collected = await node.command(Command(None, "collect_joint", JointCollect(
-            matter=matter, policy=node.joint_policy(routes), parts=parts)))
+        collected = await collect_joint(node, matter, routes, lambda r: (
+            node.catalog.sample_application(r.handling, now, window_no, r.code, r.version)))
         if collected.outcome != "applied" or collected.case_id is None:
             return error(422, collected.reason.code if collected.reason else "refused",
                           "联办件收件失败", collected.detail or "collect refused")
@@ -67,14 +62,6 @@ def add_joint_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
 
 
 def _joint_json(node: Node, joint_id: str) -> dict[str, Any]:
-    joint = node.store.joint(joint_id)
-    assert joint is not None
-    parts = []
-    for (case_id, handling), outcome in zip(joint["parts"], joint["outcomes"], strict=True):
-        state = (node.store.case_row(case_id) or {}).get("state")
-        parts.append({"case_id": case_id, "handling": handling, "state": state,
-                      "state_zh": STATE_NAMES_ZH.get(state or "", state),
-                      "outcome": outcome, "outcome_zh": PART_OUTCOMES_ZH.get(outcome or "")})
-    return {"joint_id": joint_id, "matter": joint["matter"], "policy": joint["policy"],
-            "state": joint["state"], "state_zh": JOINT_STATES_ZH[joint["state"]],
-            "closed_at": joint["closed_at"], "parts": parts}
+    view = joint_view(node, joint_id)
+    assert view is not None
+    return view

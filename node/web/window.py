@@ -1,4 +1,5 @@
-"""The 通办专窗 clerk's pages: 事项查询, 收件登记, 办件详情 (补正, 送达, 好差评), live.
+"""The 通办专窗 clerk's pages: 事项查询, 收件登记, 办件详情 (补正, 撤回, 送达, 好差评),
+多地联办 (联办收件, 联办件), live.
 
 Theory of operation
 -------------------
@@ -16,6 +17,17 @@ checks the form its catalog entry defines with the entry's own rules
 and routes the applicant's location (``Node.route``) to make sure the chosen region
 is the one that handles it there. Then ``collect`` and ``submit`` run as two
 commands, as ``POST /api/cases`` does.
+
+**撤回** is offered while the collecting side may still withdraw
+(``protocol.joint.withdrawable``, from the transitions table); the page then shows
+撤回中, 已撤回, or 撤回未获同意 when the handling side had already decided (its
+``withdrawal_refused`` receipt, or a withdrawal the table no longer allows).
+
+**多地联办**: 联办收件 asks once for the applicant, the union (by name) of the form
+fields and materials of the entries offering the matter as 多地联办, and one place per
+location; each routed part is checked with its own entry's rules and all are
+collected in one batch (``node.joint_intake``, as ``POST /api/joints``). The 联办件
+page follows the parts live over the same kind of socket.
 
 **Live**: ``Node.observers`` is called with every result once it is on disk; the
 ``Live`` hub wakes the sockets that follow that case, and each sends the case's
@@ -40,6 +52,7 @@ from aiohttp import WSMsgType, web
 
 from node.app import Node
 from node.engine import Command, Result
+from node.joint_intake import collect_joint, joint_view
 from node.materials import MaterialTooLarge
 from node.store import Changes
 from node.web import window_forms as forms
@@ -62,6 +75,7 @@ from protocol.codes import (
 )
 from protocol.errors import ProtocolError
 from protocol.fields import date_of
+from protocol.joint import JOINT_STATES_ZH, withdrawable
 from protocol.routes import SignedRouteRefusal
 from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload, receipt_from_fields
@@ -104,6 +118,10 @@ def add_window_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     app.router.add_get("/window/cases/{case_id}", staff(pages.case_page))
     app.router.add_get("/window/cases/{case_id}/live", staff(pages.live))
     app.router.add_post("/window/cases/{case_id}/{action}", clerk(pages.case_action))
+    app.router.add_get("/window/joint/{matter}", clerk(pages.joint_apply_page))
+    app.router.add_post("/window/joint/{matter}", clerk(pages.joint_apply))
+    app.router.add_get("/window/joints/{joint_id}", staff(pages.joint_page))
+    app.router.add_get("/window/joints/{joint_id}/live", staff(pages.joint_live))
 
 
 # ---------------------------------------------------------------- live updates
@@ -164,7 +182,8 @@ class WindowPages:
                                        mode=mode or None, limit=100)
         results = [{**hit, "region_name": partners.get(hit["region"]) or _region_name(hit["region"]),
                     "modes_zh": "、".join(TONGBAN_MODES.get(m, m) for m in hit["modes"]),
-                    "proxy": "proxy" in hit["modes"]} for hit in hits]
+                    "proxy": "proxy" in hit["modes"], "joint": "joint" in hit["modes"],
+                    "basic_code": hit["code"].split("-", 1)[0]} for hit in hits]
         return render(request, "window_matters.html", {
             "q": query, "region_filter": region, "mode": mode, "partners": partners,
             "modes": TONGBAN_MODES, "results": results, "searched": "q" in request.query})
@@ -335,11 +354,13 @@ class WindowPages:
                   "collected": "已收件，但尚未发送到办理地；节点会自动重试，请稍后刷新查看。",
                   "supplement": "已登记补正材料并发送至办理地。",
                   "deliver": "已登记送达。请请申请人对本次服务作出评价。",
-                  "evaluate": "已登记好差评，谢谢。"}.get(request.query.get("done", ""))
+                  "evaluate": "已登记好差评，谢谢。",
+                  "withdraw": "已登记撤回申请。"}.get(request.query.get("done", ""))
         return render(request, "window_case.html", {
             **view, "notice": notice, "values": values, "errors": errors, "form_name": form_name,
             "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
             "can_act": "clerk" in account.roles and row["role"] == "collecting",
+            "can_withdraw": withdrawable(row["state"]),
             "delivery_modes": DELIVERY_MODES, "channels": EVALUATION_CHANNELS,
             "stars": [(s, SATISFACTION[c]) for s, c in forms.STARS.items()],
             "scan_media": "、".join(SCAN_MEDIA.values())}, status=status)
@@ -353,7 +374,7 @@ class WindowPages:
         if row is None or row["role"] != "collecting":
             return error_page(request, 404, "没有这个办件", f"本节点没有本地区收件的办件 {case_id}。",
                               "请从“办件列表”中选择办件后再操作。")
-        if action not in ("supplement", "deliver", "evaluate"):
+        if action not in ACTIONS:
             return error_page(request, 404, "没有这个操作", f"办件详情没有“{action}”这一操作。",
                               "请返回办件详情页，使用页面上的按钮操作。")
         form = await request.post()
@@ -371,6 +392,8 @@ class WindowPages:
             body = forms.supplement(node, asked, values, scans, errors, now, account.display_name)
         elif action == "deliver":
             body = forms.delivery(values, errors, now)
+        elif action == "withdraw":
+            body = forms.withdrawal(values, errors, now, account.display_name)
         else:
             body = forms.evaluation(node, values, errors, now)
         if errors or body is None:
@@ -378,6 +401,10 @@ class WindowPages:
         result = await node.command(Command(case_id, action, body))
         if result.outcome != "applied":
             state = STATE_NAMES_ZH.get(row["state"], row["state"])
+            if action == "withdraw" and not withdrawable(row["state"]):
+                return self._case(request, values, {"form": (
+                    f"撤回未获同意：办件当前状态为“{state}”，办理地已作出决定，不能再撤回。"
+                    f"请告知申请人；申请人仍要放弃办理的，请其向办理地提出。")}, action, status=409)
             return self._case(request, values, {"form": (
                 f"办件当前状态为“{state}”，不能{ACTIONS[action]}（{result.detail or result.outcome}）。"
                 f"请刷新页面查看最新状态后再操作。")}, action, status=409)
@@ -389,23 +416,40 @@ class WindowPages:
         """Push ``{state, state_zh, receipts}`` now and whenever the case changes."""
         node = self.node(request)
         case_id = request.match_info["case_id"]
+        if node.store.case_row(case_id) is None:
+            return _json_error(404, "没有这个办件。")
+        return await self._push(request, (case_id,), lambda: _live_state(node, case_id))
+
+    async def joint_live(self, request: web.Request) -> web.StreamResponse:
+        """Push the joint case (each part's state and outcome) now and whenever it changes."""
+        node = self.node(request)
+        joint_id = request.match_info["joint_id"]
+        view = joint_view(node, joint_id)
+        if view is None:
+            return _json_error(404, "没有这个联办件。")
+        parts = tuple(p["case_id"] for p in view["parts"])
+        return await self._push(request, parts, lambda: joint_view(node, joint_id))
+
+    async def _push(self, request: web.Request, case_ids: tuple[str, ...],
+                    snapshot: Any) -> web.StreamResponse:
+        """A socket sent ``snapshot()`` now and whenever it changes after one of
+        ``case_ids`` does; the page says nothing."""
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             return _json_error(403, "不接受来自其他网站的连接。")
-        if node.store.case_row(case_id) is None:
-            return _json_error(404, "没有这个办件。")
         hub = request.app[self.live_key]
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
         woken = asyncio.Event()
         hub.sockets.add(ws)
-        hub.follow(case_id, woken)
+        for case_id in case_ids:
+            hub.follow(case_id, woken)
         receiving = asyncio.ensure_future(ws.receive())
         waking: asyncio.Future[Any] | None = None
         last: dict[str, Any] | None = None
         try:
             while not ws.closed:
-                state = _live_state(node, case_id)
+                state = snapshot()
                 if state is not None and state != last:
                     await ws.send_str(json.dumps(state, ensure_ascii=False))
                     last = state
@@ -422,10 +466,118 @@ class WindowPages:
             for task in (receiving, waking):
                 if task is not None and not task.done():
                     task.cancel()
-            hub.leave(case_id, woken)
+            for case_id in case_ids:
+                hub.leave(case_id, woken)
             hub.sockets.discard(ws)
             await ws.close()
         return ws
+
+    # ------------------------------------------------------------ 多地联办
+
+    async def joint_apply_page(self, request: web.Request) -> web.StreamResponse:
+        joint = self._joint_entries(request)
+        if isinstance(joint, web.Response):
+            return joint
+        return self._joint_form(request, joint, {}, {})
+
+    def _joint_entries(self, request: web.Request) -> forms.JointEntries | web.Response:
+        matter = request.match_info["matter"]
+        joint = forms.joint_entries(self.node(request), matter) if len(matter) <= 40 else None
+        if joint is None:
+            return error_page(request, 404, "该事项不提供多地联办",
+                              f"通办圈的事项目录中没有以多地联办方式提供的事项 {matter}。",
+                              "请回到“事项查询”，把通办模式选为“多地联办”后重新查找。")
+        return joint
+
+    def _joint_form(self, request: web.Request, joint: forms.JointEntries,
+                    values: dict[str, Any], errors: dict[str, str], status: int = 200,
+                    problem: str | None = None) -> web.Response:
+        account = account_of(request)
+        assert account is not None
+        materials = [{
+            "i": k, "name": m.name, "necessity": m.necessity,
+            "necessity_zh": MATERIAL_NECESSITY[m.necessity], "originals": m.originals,
+            "copies": m.copies, "deferrable": False, "standard": m.standard, "note": m.note,
+            "collected": values.get(f"m{k}_collected") == "on",
+            "mode": values.get(f"m{k}_mode", "paper_original" if m.originals else "paper_copy"),
+            "count": values.get(f"m{k}_count", str(max(1, m.originals + m.copies)))}
+            for k, m in enumerate(joint.materials)]
+        shown = [{"name": f.name, "label": f.label, "kind": f.kind, "required": f.required,
+                  "choices": f.choices, "help": f.help, "max_length": f.max_length,
+                  "value": values.get(f"f_{f.name}", "")} for f in joint.fields]
+        offered = [f"{_region_name(e.region)}（{e.region}）" for e in joint.entries]
+        return render(request, "window_joint_apply.html", {
+            "matter": request.match_info["matter"], "name": joint.name, "offered": offered,
+            "places": [values.get(f"loc{i}", "") for i in range(forms.PLACES)],
+            "fields": shown, "materials": materials, "values": values, "errors": errors,
+            "problem": problem, "handling_name": "各办理地",
+            "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
+            "service_objects": SERVICE_OBJECTS, "id_types": ID_TYPES,
+            "identity_methods": IDENTITY_METHODS, "paper_modes": forms.PAPER_MODES,
+            "clerk": account.display_name}, status=status)
+
+    async def joint_apply(self, request: web.Request) -> web.StreamResponse:
+        """联办收件: route every place, fill one part per handling region, collect them
+        all in one batch (node.joint_intake, as ``POST /api/joints``)."""
+        joint = self._joint_entries(request)
+        if isinstance(joint, web.Response):
+            return joint
+        node = self.node(request)
+        account = account_of(request)
+        assert account is not None
+        form = await request.post()
+        values: dict[str, Any] = {k: v.strip()[:2000] for k, v in form.items()
+                                  if isinstance(v, str) and k != "csrf_token"}
+        errors: dict[str, str] = {}
+        located = forms.places(values, errors)
+        routes = node.route(request.match_info["matter"], located, mode="joint") \
+            if "locations" not in errors else []
+        if isinstance(routes, SignedRouteRefusal):
+            errors["locations"] = (f"{routes.refusal.zh}。请核对各地点的行政区划代码；"
+                                   f"确实不在联办范围的，请告知申请人到各地分别办理。")
+            routes = []
+        parts: dict[str, b.Application] = {}
+        for route in routes:
+            entry = node.catalog.entry(route.handling, route.code, route.version)
+            if entry is None or entry not in joint.entries:
+                errors.setdefault("locations", f"{_region_name(route.handling)}的该事项刚刚更新，"
+                                               f"请刷新本页后重新提交。")
+                continue
+            part = forms.joint_part(node, joint, entry, values, errors, account.display_name)
+            if part is not None:
+                parts[route.handling] = part
+        if not routes:  # tell of every other problem too, as the first entry sees them
+            forms.joint_part(node, joint, joint.entries[0], values, errors, account.display_name)
+        if errors or len(parts) != len(routes):
+            return self._joint_form(request, joint, values, errors, status=400)
+        window = next(iter(parts.values())).window  # one 收件编号 for the whole case
+        collected = await collect_joint(node, request.match_info["matter"], routes, lambda r: (
+            parts[r.handling].model_copy(update={"window": window})))
+        if collected.outcome != "applied" or collected.case_id is None:
+            return self._joint_form(request, joint, values, {}, status=422, problem=(
+                f"联办收件未成功（{collected.detail or collected.outcome}）。所填内容已保留，"
+                f"请核对后重新提交；如仍不成功，请联系本节点运维人员。"))
+        raise web.HTTPSeeOther(f"/window/joints/{collected.case_id}?done=collected")
+
+    async def joint_page(self, request: web.Request) -> web.StreamResponse:
+        node = self.node(request)
+        joint_id = request.match_info["joint_id"]
+        view = joint_view(node, joint_id)
+        if view is None:
+            return error_page(request, 404, "没有这个联办件", f"本节点没有编号为 {joint_id} 的联办件。",
+                              "请核对回执上的联办件编号；编号无误的，请从“办件列表”中查找各分件。")
+        first = node.store.body(view["parts"][0]["case_id"], "application")
+        application = b.Application.model_validate(decode(first)) if first else None
+        parts = [{**p, "handling_name": _region_name(p["handling"]), "n": i + 1}
+                 for i, p in enumerate(view["parts"])]
+        notice = ("已收件，各分件已发送至各办理地。请把各分件的收件回执交给申请人。"
+                  if request.query.get("done") == "collected" else None)
+        return render(request, "window_joint.html", {
+            **view, "parts": parts, "application": application, "notice": notice,
+            "policy_zh": {"whole_case": "一地不予受理则整件不予受理（其余分件撤回）",
+                          "part_only": "一地不予受理只影响该地分件"}.get(view["policy"], ""),
+            "closed": _clock(view["closed_at"]) if view["closed_at"] else "",
+            "states_zh": JOINT_STATES_ZH})
 
 
 #: The live sockets of one app (a module-level key: aiohttp names keys from the frame
@@ -433,7 +585,8 @@ class WindowPages:
 LIVE = web.AppKey("window_live", Live)
 
 
-ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价"}
+ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价",
+           "withdraw": "撤回"}
 
 
 # ---------------------------------------------------------------- reading a case
@@ -483,10 +636,21 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
         "delivery": delivery, "delivery_mode": DELIVERY_MODES.get(delivery.mode) if delivery else "",
         "delivery_at": _clock(delivery.delivered_at) if delivery else "",
         "evaluation": evaluation,
+        "withdrawal": _withdrawal(row["state"], [str(r["kind"]) for r in receipts]),
         "evaluation_stars": stars.get(evaluation.satisfaction, 0) if evaluation else 0,
         "evaluation_zh": SATISFACTION.get(evaluation.satisfaction) if evaluation else "",
         "evaluation_channel": EVALUATION_CHANNELS.get(evaluation.channel) if evaluation else "",
     }
+
+
+def _withdrawal(state: str, kinds: list[str]) -> str:
+    """撤回 as the window sees it: ``withdrawing`` (asked, no answer yet), ``withdrawn``,
+    ``refused`` (the handling side had already decided: 撤回未获同意) or ``""``."""
+    if state == "withdrawing":
+        return "withdrawing"
+    if state == "withdrawn" or (state == "archived" and "withdrawn" in kinds):
+        return "withdrawn"
+    return "refused" if "withdrawal_refused" in kinds else ""
 
 
 def _live_state(node: Node, case_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,9 @@ body, or ``None`` when anything is wrong."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,13 +17,15 @@ from node.materials import material_ref
 from protocol import bodies as b
 from protocol.catalog import CatalogEntry
 from protocol.codes import COLLECTION_MODES, DELIVERY_MODES, EVALUATION_CHANNELS, IDENTITY_METHODS
-from protocol.fields import check_id_number, date_of
+from protocol.fields import REGION_PATTERN, check_id_number, date_of
 
-__all__ = ["PAPER_MODES", "STARS", "applicant", "application", "delivery", "evaluation",
-           "supplement"]
+__all__ = ["PAPER_MODES", "PLACES", "STARS", "applicant", "application", "delivery",
+           "evaluation", "joint_entries", "joint_part", "places", "supplement", "withdrawal"]
 
 #: Paper materials: how the window took them (electronic ones are the uploaded scans).
 PAPER_MODES = {k: v for k, v in COLLECTION_MODES.items() if k != "electronic"}
+#: 联办收件: the places the page offers (the first two required).
+PLACES = 4
 #: 好差评 as the applicant sees it (five stars: 非常满意) and the A.8 code it records.
 STARS = {5: 1, 4: 2, 3: 3, 2: 4, 1: 5}
 
@@ -190,6 +194,82 @@ def evaluation(node: Node, values: dict[str, Any], errors: dict[str, str],
         return None
     return b.Evaluation(satisfaction=STARS[int(stars)], channel=channel,  # type: ignore[arg-type]
                         evaluated_at=now, text=values.get("e_text", ""), region=node.region)
+
+
+# ---------------------------------------------------------------- 多地联办
+
+
+@dataclasses.dataclass(frozen=True)
+class JointEntries:
+    """What the 联办收件 page asks once for every part: the union, by name, of the form
+    fields and materials of the catalog entries offering the matter as 多地联办."""
+
+    entries: tuple[CatalogEntry, ...]
+    fields: tuple[Any, ...]  # protocol.catalog.FormField
+    materials: tuple[Any, ...]  # protocol.catalog.Material
+
+    @property
+    def name(self) -> str:
+        return str(self.entries[0].name)
+
+
+def joint_entries(node: Node, basic_code: str) -> JointEntries | None:
+    """The entries in force that offer ``basic_code`` as 多地联办, None if there are none."""
+    entries: list[CatalogEntry] = []
+    for region, code, _, status, _, modes, _, _ in node.catalog.index.offers(basic_code):
+        entry = node.catalog.entry(region, code) if "joint" in modes and status == "active" else None
+        if entry is not None and "joint" in entry.modes and entry.status == "active" \
+                and all((e.region, e.code) != (region, code) for e in entries):
+            entries.append(entry)
+    if not entries:
+        return None
+    fields = {f.name: f for e in entries for f in e.form}
+    materials = {m.name: m for e in entries for m in e.materials}
+    return JointEntries(tuple(entries), tuple(fields.values()), tuple(materials.values()))
+
+
+def places(values: dict[str, Any], errors: dict[str, str]) -> list[str]:
+    """The places named (one per 办理地点), at least two, each a 行政区划代码."""
+    named = [values.get(f"loc{i}", "") for i in range(PLACES)]
+    named = [p for p in named if p]
+    if any(not re.fullmatch(REGION_PATTERN, p) for p in named):
+        errors["locations"] = "地点应为 6、9 或 12 位行政区划代码，例如 370102，请逐个核对。"
+    elif len(named) < 2:
+        errors["locations"] = ("多地联办至少要填两个地点（如迁出地和迁入地）；只涉及一地的，"
+                               "请回到“事项查询”按异地代收代办收件。")
+    elif len(set(named)) < len(named):
+        errors["locations"] = "同一个地点填了两次，请删去重复的地点。"
+    return named
+
+
+def joint_part(node: Node, joint: JointEntries, entry: CatalogEntry, values: dict[str, Any],
+               errors: dict[str, str], clerk: str) -> b.Application | None:
+    """One part's application: the page's values as ``entry``'s own form and checklist
+    (materials are numbered by the page, ``m<k>``; the entry numbers its own)."""
+    page_index = {m.name: k for k, m in enumerate(joint.materials)}
+    own = {k: v for k, v in values.items() if not k.startswith("m")}
+    for i, m in enumerate(entry.materials):
+        k = page_index[m.name]
+        own.update({f"m{i}_{key[len(f'm{k}_'):]}": v for key, v in values.items()
+                    if key.startswith(f"m{k}_")})
+    own["scans"] = []
+    mine: dict[str, str] = {}
+    application_ = application(node, entry, own, mine, clerk)
+    for key, problem in mine.items():
+        if re.fullmatch(r"m\d+", key):
+            key = f"m{page_index[entry.materials[int(key[1:])].name]}"
+        errors.setdefault(key, problem)
+    return application_
+
+
+def withdrawal(values: dict[str, Any], errors: dict[str, str], now: int,
+               clerk: str) -> b.Withdrawal | None:
+    """撤回: the applicant's reason, as the clerk records it."""
+    reason = values.get("w_reason", "")
+    if not reason:
+        errors["w_reason"] = "请填写申请人撤回申请的原因（如“申请人决定暂不办理”），然后再提交。"
+        return None
+    return b.Withdrawal(reason=reason, requested_at=now, requested_by=clerk)
 
 
 def _zh(message: str) -> str:

@@ -135,3 +135,14 @@ export function enhance(root = document) {
 }
 
 enhance();
+
+// A refused form: focus goes to the first field to fix (its message is read with it
+// through aria-describedby), so a keyboard user corrects it at once; the summary above
+// lists every problem. Without this script the summary's links lead to each field.
+function focusFirstError() {
+  if (!document.getElementById("error-summary")) return;
+  const first = document.querySelector("form [aria-invalid=true]");
+  (first ?? document.getElementById("error-summary")).focus();
+}
+
+focusFirstError();
