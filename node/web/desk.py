@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -37,8 +37,9 @@ from node.departments import Desk
 from node.engine import Command, Result
 from node.web import desk_forms as forms
 from node.web.auth import account_of, clock_text, require
+from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
 from node.web.render import error_page, render
-from node.web.window import Live, case_view
+from node.web.window import case_view
 from protocol import bodies as b
 from protocol.calendar import working_days_between
 from protocol.codes import (
@@ -52,7 +53,6 @@ from protocol.errors import ProtocolError
 from protocol.fields import date_of
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload
-from routing.regions import official_name
 
 __all__ = ["add_desk_routes"]
 
@@ -66,7 +66,6 @@ FILTERS = {"todo": "待初审（含已补正）", "open": "全部未办结", "al
 LEVELS = ("overdue", "soon", "act", "ok", "waiting", "stopped", "none")
 VIEWABLE = {"application/pdf": "pdf", "image/jpeg": "image", "image/png": "image"}
 ALL = "*"  # the queue's sockets follow every case
-ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
 DECISIONS = {"accept": "受理", "supplement": "要求补正", "refuse": "不予受理"}
 DEPARTMENT_ACTIONS = {"step": "登记办理环节", "suspend": "启动特别程序", "resume": "结束特别程序",
                       "conclude": "办结"}
@@ -74,24 +73,8 @@ DEPARTMENT_ACTIONS = {"step": "登记办理环节", "suspend": "启动特别程�
 
 def add_desk_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     """The desk pages, the scan viewer, the live sockets and their lifetimes."""
-    live_key = LIVE
-
-    async def live_lifetime(app: web.Application) -> AsyncIterator[None]:
-        node = app[node_key]
-        live = app[live_key] = DeskLive()
-        node.observers.append(live.wake)
-        try:
-            yield
-        finally:
-            if live.wake in node.observers:
-                node.observers.remove(live.wake)
-
-    async def close_sockets(app: web.Application) -> None:
-        await app[live_key].close_all()
-
-    pages = DeskPages(node_key, live_key)
-    app.cleanup_ctx.append(live_lifetime)
-    app.on_shutdown.append(close_sockets)
+    attach(app, node_key, LIVE, DeskLive())
+    pages = DeskPages(node_key, LIVE)
     reviewer = require("reviewer", own_region=True)
     department = require("department", own_region=True)
     staff = require("reviewer", "department", "operator", own_region=True)  # may look
@@ -197,7 +180,7 @@ class DeskPages:
             received = snapshot.get("received_at")
             rows.append({**row, "matter_name": name, "clock": clock,
                          "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
-                         "peer_name": _region_name(row["peer"]),
+                         "peer_name": region_name(row["peer"]),
                          "received": clock_text(received) if received else "",
                          "arrived": clock_text(row["created_at"])})
         rows.sort(key=lambda r: (r["clock"].rank, r["created_at"]))
@@ -308,7 +291,7 @@ class DeskPages:
                 held = node.store.material(ref.object)
                 item["arrived"] = held is not None and held["state"] != "to_fetch"
                 item["kind"] = VIEWABLE.get(ref.media_type or "", "")
-                item["size"] = _size(ref.size or 0)
+                item["size"] = file_size(ref.size or 0)
                 item["href"] = f"/desk/cases/{quote(case_id)}/materials/{ref.object}"
                 if ref.object == shown:
                     viewer = item
@@ -584,13 +567,3 @@ def _level_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["clock"].level] += 1
     return counts
-
-
-def _region_name(code: str) -> str:
-    return official_name(code) or code
-
-
-def _size(size: int) -> str:
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.1f} MB"
-    return f"{max(1, size // 1024)} KB"

@@ -51,12 +51,13 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from node.app import Node
-from node.engine import Command, Result
+from node.engine import Command
 from node.joint_intake import collect_joint, joint_view
 from node.materials import MaterialTooLarge
 from node.store import Changes
 from node.web import window_forms as forms
 from node.web.auth import account_of, clock_text, require
+from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol import decode
@@ -79,36 +80,18 @@ from protocol.joint import JOINT_STATES_ZH, withdrawable
 from protocol.routes import SignedRouteRefusal
 from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload, receipt_from_fields
-from routing.regions import official_name
 
 __all__ = ["add_window_routes"]
 
 #: Scans the window accepts (as ``POST /api/materials``).
 SCAN_MEDIA = {"application/pdf": "PDF", "image/jpeg": "JPEG", "image/png": "PNG",
               "application/ofd": "OFD"}
-ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
 
 
 def add_window_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     """The window pages, the scan upload, the live socket and their lifetimes."""
-    live_key = LIVE
-
-    async def live_lifetime(app: web.Application) -> AsyncIterator[None]:
-        node = app[node_key]
-        live = app[live_key] = Live()
-        node.observers.append(live.wake)
-        try:
-            yield
-        finally:
-            if live.wake in node.observers:
-                node.observers.remove(live.wake)
-
-    async def close_sockets(app: web.Application) -> None:
-        await app[live_key].close_all()
-
-    pages = WindowPages(node_key, live_key)
-    app.cleanup_ctx.append(live_lifetime)
-    app.on_shutdown.append(close_sockets)
+    attach(app, node_key, LIVE, Live())
+    pages = WindowPages(node_key, LIVE)
     clerk = require("clerk", own_region=True)
     staff = require("clerk", "reviewer", "operator", own_region=True)  # may look, not act
     app.router.add_get("/window/matters", clerk(pages.matters))
@@ -125,35 +108,6 @@ def add_window_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
 
 
 # ---------------------------------------------------------------- live updates
-
-
-class Live:
-    """Which sockets follow which case; woken by the node's observer."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[str, set[asyncio.Event]] = {}
-        self.sockets: set[web.WebSocketResponse] = set()
-
-    def __repr__(self) -> str:
-        return f"<Live sockets={len(self.sockets)} cases={len(self.waiting)}>"
-
-    def wake(self, result: Result) -> None:
-        for event in self.waiting.get(result.case_id or "", ()):
-            event.set()
-
-    def follow(self, case_id: str, event: asyncio.Event) -> None:
-        self.waiting.setdefault(case_id, set()).add(event)
-
-    def leave(self, case_id: str, event: asyncio.Event) -> None:
-        events = self.waiting.get(case_id)
-        if events is not None:
-            events.discard(event)
-            if not events:
-                del self.waiting[case_id]
-
-    async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            await ws.close(code=1001, message="节点正在停止".encode())
 
 
 # ---------------------------------------------------------------- pages
@@ -180,7 +134,7 @@ class WindowPages:
         hits = await asyncio.to_thread(node.catalog.search, query,
                                        regions=(region,) if region else (),
                                        mode=mode or None, limit=100)
-        results = [{**hit, "region_name": partners.get(hit["region"]) or _region_name(hit["region"]),
+        results = [{**hit, "region_name": partners.get(hit["region"]) or region_name(hit["region"]),
                     "modes_zh": "、".join(TONGBAN_MODES.get(m, m) for m in hit["modes"]),
                     "proxy": "proxy" in hit["modes"], "joint": "joint" in hit["modes"],
                     "basic_code": hit["code"].split("-", 1)[0]} for hit in hits]
@@ -208,7 +162,7 @@ class WindowPages:
                               "请回到“事项查询”重新查找并选择事项。")
         if "proxy" not in entry.modes or entry.status != "active":
             return error_page(request, 409, "该事项不能异地代收",
-                              f"{entry.name}（{_region_name(entry.region)}）不提供异地代收代办。",
+                              f"{entry.name}（{region_name(entry.region)}）不提供异地代收代办。",
                               "请告知申请人该事项的办理方式（全程网办或到办理地办理），"
                               "或回到“事项查询”选择其他事项。")
         if entry.acceptance != "handling_decides":
@@ -244,7 +198,7 @@ class WindowPages:
                   "choices": f.choices, "help": f.help, "max_length": f.max_length,
                   "value": values.get(f"f_{f.name}", "")} for f in entry.form]
         return render(request, "window_apply.html", {
-            "entry": entry, "handling_name": _region_name(entry.region),
+            "entry": entry, "handling_name": region_name(entry.region),
             "promised": f"{entry.promised_limit.days} 个{DAY_UNITS[entry.promised_limit.unit]}",
             "fields": shown, "materials": materials, "scans": scans, "values": values,
             "errors": errors, "problem": problem, "today": today,
@@ -258,7 +212,7 @@ class WindowPages:
         for obj in objects:
             row = node.store.material(obj)
             if row is not None and row["state"] == "local" and not row["case_id"]:
-                rows.append({"object": obj, "name": row["name"], "size": _size(row["size"]),
+                rows.append({"object": obj, "name": row["name"], "size": file_size(row["size"]),
                              "media": SCAN_MEDIA.get(row["media_type"], row["media_type"])})
         return rows
 
@@ -303,9 +257,9 @@ class WindowPages:
             return None
         handling = routes[0].handling
         if handling != entry.region:
-            errors["a_region"] = (f"按申请人属地 {location}，该事项应由{_region_name(handling)}"
-                                  f"（{handling}）办理，不是{_region_name(entry.region)}。"
-                                  f"请回到“事项查询”选择{_region_name(handling)}的该事项。")
+            errors["a_region"] = (f"按申请人属地 {location}，该事项应由{region_name(handling)}"
+                                  f"（{handling}）办理，不是{region_name(entry.region)}。"
+                                  f"请回到“事项查询”选择{region_name(handling)}的该事项。")
             return None
         return handling
 
@@ -331,7 +285,7 @@ class WindowPages:
         if isinstance(row, str):
             return _json_error(413 if "上限" in row else 415, row)
         return web.json_response({"object": row["object"], "name": name,
-                                  "size": _size(row["size"]),
+                                  "size": file_size(row["size"]),
                                   "media": SCAN_MEDIA[row["media_type"]]}, status=201)
 
     # ------------------------------------------------------------ 办件详情
@@ -505,7 +459,7 @@ class WindowPages:
         shown = [{"name": f.name, "label": f.label, "kind": f.kind, "required": f.required,
                   "choices": f.choices, "help": f.help, "max_length": f.max_length,
                   "value": values.get(f"f_{f.name}", "")} for f in joint.fields]
-        offered = [f"{_region_name(e.region)}（{e.region}）" for e in joint.entries]
+        offered = [f"{region_name(e.region)}（{e.region}）" for e in joint.entries]
         return render(request, "window_joint_apply.html", {
             "matter": request.match_info["matter"], "name": joint.name, "offered": offered,
             "places": [values.get(f"loc{i}", "") for i in range(forms.PLACES)],
@@ -540,7 +494,7 @@ class WindowPages:
         for route in routes:
             entry = node.catalog.entry(route.handling, route.code, route.version)
             if entry is None or entry not in joint.entries:
-                errors.setdefault("locations", f"{_region_name(route.handling)}的该事项刚刚更新，"
+                errors.setdefault("locations", f"{region_name(route.handling)}的该事项刚刚更新，"
                                                f"请刷新本页后重新提交。")
                 continue
             part = forms.joint_part(node, joint, entry, values, errors, account.display_name)
@@ -568,7 +522,7 @@ class WindowPages:
                               "请核对回执上的联办件编号；编号无误的，请从“办件列表”中查找各分件。")
         first = node.store.body(view["parts"][0]["case_id"], "application")
         application = b.Application.model_validate(decode(first)) if first else None
-        parts = [{**p, "handling_name": _region_name(p["handling"]), "n": i + 1}
+        parts = [{**p, "handling_name": region_name(p["handling"]), "n": i + 1}
                  for i, p in enumerate(view["parts"])]
         notice = ("已收件，各分件已发送至各办理地。请把各分件的收件回执交给申请人。"
                   if request.query.get("done") == "collected" else None)
@@ -615,7 +569,7 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
         receipts.append({"at": receipt.at, "when": _clock(receipt.at), "kind": receipt.kind,
                          "name": RECEIPT_NAMES_ZH.get(receipt.kind, receipt.kind),
                          "side": "本地" if receipt.actor == node.region
-                         else _region_name(receipt.actor), "detail": _receipt_detail(receipt.data)})
+                         else region_name(receipt.actor), "detail": _receipt_detail(receipt.data)})
     receipts.sort(key=lambda r: (r["at"], r["side"] != "本地"))
     request = bodies.get("decision_supplement")
     outcome = bodies.get("outcome")
@@ -624,7 +578,7 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
     stars = {c: s for s, c in forms.STARS.items()}
     return {
         "case": {**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
-                 "peer_name": _region_name(row["peer"]), "updated": _clock(row["updated_at"])},
+                 "peer_name": region_name(row["peer"]), "updated": _clock(row["updated_at"])},
         "application": application, "receipts": receipts, "receipt_count": len(receipts),
         "supplement_request": request,
         "supplement_notified": _clock(request.notified_at) if request else "",
@@ -710,19 +664,11 @@ def _partners(node: Node) -> dict[str, str]:
     if circle is not None:
         named = {m.region: m.name for m in circle.members}
     else:
-        named = {p.region: _region_name(p.region) for p in node.config.peers}
+        named = {p.region: region_name(p.region) for p in node.config.peers}
     named.pop(node.region, None)
     return dict(sorted(named.items()))
 
 
-def _region_name(code: str) -> str:
-    return official_name(code) or code
-
-
-def _size(size: int) -> str:
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.1f} MB"
-    return f"{max(1, size // 1024)} KB"
 
 
 def _clock(ms: int) -> str:
