@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -86,19 +87,20 @@ class NodeKeys:
     def generate(cls, region: str) -> NodeKeys:
         return cls(region, Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
 
-    @property
+    # Cached: asked for on every case and letter (the dataclass is frozen, the keys too).
+    @functools.cached_property
     def sign_public(self) -> bytes:
         return raw_public(self.signing)
 
-    @property
+    @functools.cached_property
     def encrypt_public(self) -> bytes:
         return raw_public(self.encryption)
 
-    @property
+    @functools.cached_property
     def sign_key_id(self) -> str:
         return key_id("ed25519", self.sign_public)
 
-    @property
+    @functools.cached_property
     def encrypt_key_id(self) -> str:
         return key_id("x25519", self.encrypt_public)
 
