@@ -165,10 +165,6 @@ class WindowPages:
                               f"{entry.name}（{region_name(entry.region)}）不提供异地代收代办。",
                               "请告知申请人该事项的办理方式（全程网办或到办理地办理），"
                               "或回到“事项查询”选择其他事项。")
-        if entry.acceptance != "handling_decides":
-            return error_page(request, 409, "本页暂不支持收件地受理的事项",
-                              f"{entry.name}由收件地窗口受理（异地受理、远程办理），本页只登记办理地受理的申请。",
-                              "请按本地区异地受理的办理规程办理，或回到“事项查询”选择其他事项。")
         return entry
 
     def _apply_form(self, request: web.Request, entry: CatalogEntry, values: dict[str, Any],
@@ -205,7 +201,9 @@ class WindowPages:
             "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
             "service_objects": SERVICE_OBJECTS, "id_types": ID_TYPES,
             "identity_methods": IDENTITY_METHODS, "paper_modes": forms.PAPER_MODES,
-            "clerk": account.display_name, "scan_media": "、".join(SCAN_MEDIA.values())}, status=status)
+            "clerk": account.display_name, "scan_media": "、".join(SCAN_MEDIA.values()),
+            "decides": entry.acceptance == "collecting_decides",
+            "decisions": forms.DECISIONS}, status=status)
 
     def _scans(self, node: Node, objects: list[str]) -> list[dict[str, Any]]:
         rows = []
@@ -231,6 +229,9 @@ class WindowPages:
         values["scans"] = scans
         errors: dict[str, str] = {}
         built = forms.application(node, entry, values, errors, account.display_name)
+        decision = forms.window_decision(node, entry, values, errors, node.clock(),
+                                         account.display_name) \
+            if entry.acceptance == "collecting_decides" else None
         if errors or built is None:
             return self._apply_form(request, entry, values, errors, status=400)
         handling = self._route(node, entry, values, errors)
@@ -241,9 +242,30 @@ class WindowPages:
             return self._apply_form(request, entry, values, {}, status=422, problem=(
                 f"收件未成功（{result.detail or result.outcome}）。所填内容已保留，请核对后重新提交；"
                 f"如仍不成功，请联系本节点运维人员。"))
+        if decision is not None:  # 异地受理、远程办理: the window decides before sending
+            done = await self._window_decide(node, result.case_id, built, decision)
+            raise web.HTTPSeeOther(f"/window/cases/{result.case_id}?done={done}")
         sent = await node.command(Command(result.case_id, "submit"))
         done = "submitted" if sent.outcome == "applied" else "collected"
         raise web.HTTPSeeOther(f"/window/cases/{result.case_id}?done={done}")
+
+    @staticmethod
+    async def _window_decide(node: Node, case_id: str, application: b.Application | None,
+                             decision: Any) -> str:
+        """受理 (sent with the application, ``submit_decided``), 一次性告知补正 or 不予受理
+        at the window; the ``done`` notice to show."""
+        if isinstance(decision, b.Accept):
+            if application is None:
+                raw = node.store.body(case_id, "application")
+                application = b.Application.model_validate(decode(raw)) if raw else None
+            assert application is not None
+            decided = application.model_copy(update={"window_decision": decision})
+            sent = await node.command(Command(case_id, "submit_decided", decided))
+            return "window_accept" if sent.outcome == "applied" else "window_failed"
+        event = "window_supplement" if isinstance(decision, b.SupplementRequest) \
+            else "window_refuse"
+        done = await node.command(Command(case_id, event, decision))
+        return event if done.outcome == "applied" else "window_failed"
 
     def _route(self, node: Node, entry: CatalogEntry, values: dict[str, Any],
                errors: dict[str, str]) -> str | None:
@@ -309,7 +331,13 @@ class WindowPages:
                   "supplement": "已登记补正材料并发送至办理地。",
                   "deliver": "已登记送达。请请申请人对本次服务作出评价。",
                   "evaluate": "已登记好差评，谢谢。",
-                  "withdraw": "已登记撤回申请。"}.get(request.query.get("done", ""))
+                  "withdraw": "已登记撤回申请。",
+                  "window_accept": "已在窗口受理，申请和受理决定已发送至办理地。请把受理通知书交给申请人。",
+                  "window_supplement": "已一次性告知补正。请把补正告知书交给申请人；申请人补齐后在本页登记。",
+                  "window_supplemented": "已登记补正材料。请决定受理或不予受理。",
+                  "window_refuse": "已作出不予受理决定，申请不发送至办理地。请把不予受理决定书交给申请人。",
+                  "window_failed": "已收件，但窗口决定未能登记；请刷新页面查看状态后重新操作。",
+                  }.get(request.query.get("done", ""))
         return render(request, "window_case.html", {
             **view, "notice": notice, "values": values, "errors": errors, "form_name": form_name,
             "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
@@ -344,6 +372,15 @@ class WindowPages:
             values["scans"] = scans
             asked = case_view(node, row)["supplement_request"]
             body = forms.supplement(node, asked, values, scans, errors, now, account.display_name)
+        elif action == "window_supplemented":
+            scans = [s for s in form.getall("scans", []) if isinstance(s, str)]
+            values["scans"] = scans
+            asked = case_view(node, row)["window_request"]
+            body = forms.supplement(node, asked, values, scans, errors, now, account.display_name)
+        elif action == "window_accept":
+            body = self._window_accept(node, row, values, errors, now, account.display_name)
+        elif action == "window_refuse":
+            body = forms.window_refuse(values, errors, now, account.display_name)
         elif action == "deliver":
             body = forms.delivery(values, errors, now)
         elif action == "withdraw":
@@ -352,7 +389,8 @@ class WindowPages:
             body = forms.evaluation(node, values, errors, now)
         if errors or body is None:
             return self._case(request, values, errors, action, status=400)
-        result = await node.command(Command(case_id, action, body))
+        event = "submit_decided" if action == "window_accept" else action
+        result = await node.command(Command(case_id, event, body))
         if result.outcome != "applied":
             state = STATE_NAMES_ZH.get(row["state"], row["state"])
             if action == "withdraw" and not withdrawable(row["state"]):
@@ -363,6 +401,19 @@ class WindowPages:
                 f"办件当前状态为“{state}”，不能{ACTIONS[action]}（{result.detail or result.outcome}）。"
                 f"请刷新页面查看最新状态后再操作。")}, action, status=409)
         raise web.HTTPSeeOther(f"/window/cases/{case_id}?done={action}")
+
+    @staticmethod
+    def _window_accept(node: Node, row: dict[str, Any], values: dict[str, Any],
+                       errors: dict[str, str], now: int, clerk: str) -> b.Application | None:
+        """受理 after the window's 补正: the application sent with the decision."""
+        application = case_view(node, row)["application"]
+        entry = node.catalog.entry(row["peer"], application.matter.code,
+                                   application.matter.version) if application else None
+        if application is None or entry is None:
+            errors["form"] = "找不到该事项的目录信息，不能在窗口受理。请联系本节点运维人员。"
+            return None
+        accept = forms.window_accept(entry, node, values, errors, now, clerk)
+        return application.model_copy(update={"window_decision": accept}) if accept else None
 
     # ------------------------------------------------------------ live
 
@@ -540,7 +591,8 @@ LIVE = web.AppKey("window_live", Live)
 
 
 ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价",
-           "withdraw": "撤回"}
+           "withdraw": "撤回", "window_supplemented": "登记窗口补正材料",
+           "window_accept": "窗口受理", "window_refuse": "窗口不予受理"}
 
 
 # ---------------------------------------------------------------- reading a case
@@ -563,6 +615,12 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
         if key == "decision":
             key = f"decision_{body.outcome}"
         bodies[key] = body  # the newest of each kind
+    sent_application = bodies.get("application")
+    if isinstance(sent_application, b.Application) and sent_application.window_decision:
+        bodies.setdefault("decision_accept", sent_application.window_decision)
+    window = _window_bodies(node, case_id)
+    if "window_refuse" in window:
+        bodies.setdefault("decision_refuse", window["window_refuse"])
     receipts = []
     for data in node.store.receipts(case_id):
         receipt = receipt_from_fields(decode(data))
@@ -583,6 +641,9 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
         "supplement_request": request,
         "supplement_notified": _clock(request.notified_at) if request else "",
         "supplied": bodies.get("supplement"),
+        "window_request": window.get("window_supplement"),
+        "window_supplied": window.get("window_supplemented"),
+        "window_decides": bool(application and application.acceptance == "collecting_decides"),
         "accept": bodies.get("decision_accept"), "refuse": bodies.get("decision_refuse"),
         "outcome": outcome, "outcome_result": OUTCOME_RESULTS.get(outcome.result) if outcome else "",
         "outcome_delivery": DELIVERY_MODES.get(outcome.delivery) if outcome else "",
@@ -595,6 +656,23 @@ def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
         "evaluation_zh": SATISFACTION.get(evaluation.satisfaction) if evaluation else "",
         "evaluation_channel": EVALUATION_CHANNELS.get(evaluation.channel) if evaluation else "",
     }
+
+
+#: The window's own decisions (异地受理、远程办理): local events, kept in the event log.
+_WINDOW_EVENTS: dict[str, Any] = {"window_supplement": b.SupplementRequest,
+                                  "window_supplemented": b.Supplement, "window_refuse": b.Refuse}
+
+
+def _window_bodies(node: Node, case_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for data in node.store.events(case_id):
+        record = decode(data)
+        model = _WINDOW_EVENTS.get(record.get("event", ""))
+        if model is not None and "body" in record:
+            body = record["body"]
+            found[record["event"]] = model.model_validate(
+                decode(body) if isinstance(body, bytes) else body)
+    return found
 
 
 def _withdrawal(state: str, kinds: list[str]) -> str:

@@ -18,9 +18,12 @@ from protocol import bodies as b
 from protocol.catalog import CatalogEntry
 from protocol.codes import COLLECTION_MODES, DELIVERY_MODES, EVALUATION_CHANNELS, IDENTITY_METHODS
 from protocol.fields import REGION_PATTERN, check_id_number, date_of
+from protocol.machine import Case
 
-__all__ = ["PAPER_MODES", "PLACES", "STARS", "applicant", "application", "delivery",
-           "evaluation", "joint_entries", "joint_part", "places", "supplement", "withdrawal"]
+__all__ = ["DECISIONS", "PAPER_MODES", "PLACES", "STARS", "applicant", "application",
+           "delivery", "evaluation", "joint_entries", "joint_part", "places", "supplement",
+           "window_accept", "window_decision", "window_refuse", "window_supplement",
+           "withdrawal"]
 
 #: Paper materials: how the window took them (electronic ones are the uploaded scans).
 PAPER_MODES = {k: v for k, v in COLLECTION_MODES.items() if k != "electronic"}
@@ -28,10 +31,24 @@ PAPER_MODES = {k: v for k, v in COLLECTION_MODES.items() if k != "electronic"}
 PLACES = 4
 #: 好差评 as the applicant sees it (five stars: 非常满意) and the A.8 code it records.
 STARS = {5: 1, 4: 2, 3: 3, 2: 4, 1: 5}
+#: 异地受理、远程办理: what the window itself may decide (the page's ``w_decision``).
+DECISIONS = {"accept": "窗口受理", "supplement": "窗口一次性告知补正", "refuse": "窗口不予受理"}
 
 
 def application(node: Node, entry: CatalogEntry, values: dict[str, Any],
                  errors: dict[str, str], clerk: str) -> b.Application | None:
+    """The application as collected. For a collecting-decides entry (异地受理、远程办理) whose
+    clerk decides 补正 or 不予受理 at the window, missing materials and a failed 形式审查
+    are what that decision is about, so they do not stop the collection."""
+    decides = entry.acceptance == "collecting_decides"
+    lenient = decides and values.get("w_decision") in ("supplement", "refuse")
+    built = _application(node, entry, values, errors, clerk, lenient)
+    return built.model_copy(update={"acceptance": "collecting_decides"}) \
+        if built is not None and decides else built
+
+
+def _application(node: Node, entry: CatalogEntry, values: dict[str, Any],
+                 errors: dict[str, str], clerk: str, lenient: bool) -> b.Application | None:
     now = node.clock()
     today = date_of(now).isoformat()
     applicant_ = applicant(values, errors)
@@ -78,7 +95,7 @@ def application(node: Node, entry: CatalogEntry, values: dict[str, Any],
                                    f"并与申请人确认。")
             else:
                 deferred.append(b.DeferredItem(material=m.name, pledge=pledge, due=due))
-        elif m.necessity == "required" and m.name not in scanned:
+        elif m.necessity == "required" and m.name not in scanned and not lenient:
             errors[f"m{i}"] = (f"“{m.name}”是必要材料：请收取、上传扫描件" +
                                ("，或登记申请人的容缺承诺。" if m.deferrable else "后再提交。"))
     materials += [material_ref(r, trust="B") for r in scan_rows]
@@ -87,7 +104,8 @@ def application(node: Node, entry: CatalogEntry, values: dict[str, Any],
         errors["identity_method"] = "请选择身份核验方式。"
     if values.get("identity_passed") != "on":
         errors["identity_passed"] = "身份核验通过后才能收件；核验未通过的，请告知申请人携带有效证件再来办理。"
-    if values.get("review_passed") != "on":
+    passed = values.get("review_passed") == "on"
+    if not passed and not lenient:
         errors["review_passed"] = ("形式审查通过后才能收件；材料不齐且不能容缺的，"
                                    "请一次性告知申请人需补齐的材料。")
     if errors or applicant_ is None:
@@ -97,7 +115,7 @@ def application(node: Node, entry: CatalogEntry, values: dict[str, Any],
         received_at=now,
         identity=b.IdentityCheck(method=method, passed=True, checked_at=now,
                                  checked_by=clerk),
-        formal_review=b.FormalReview(passed=True, reviewed_at=now, reviewed_by=clerk,
+        formal_review=b.FormalReview(passed=passed, reviewed_at=now, reviewed_by=clerk,
                                      notes=values.get("review_notes", "")))
     return b.Application(
         matter=b.MatterRef(code=entry.code, version=entry.version, name=entry.name),
@@ -270,6 +288,71 @@ def withdrawal(values: dict[str, Any], errors: dict[str, str], now: int,
         errors["w_reason"] = "请填写申请人撤回申请的原因（如“申请人决定暂不办理”），然后再提交。"
         return None
     return b.Withdrawal(reason=reason, requested_at=now, requested_by=clerk)
+
+
+# ---------------------------------------------------------------- 异地受理、远程办理
+
+
+def window_decision(node: Node, entry: CatalogEntry, values: dict[str, Any],
+                    errors: dict[str, str], now: int, clerk: str) -> Any:
+    """The window's own decision on the 收件登记 page (``w_decision``)."""
+    decision = values.get("w_decision", "")
+    if decision == "accept":
+        return window_accept(entry, node, values, errors, now, clerk)
+    if decision == "supplement":
+        return window_supplement(entry, values, errors, now, clerk)
+    if decision == "refuse":
+        return window_refuse(values, errors, now, clerk)
+    errors["w_decision"] = "本事项由收件地窗口受理：请选择窗口受理、一次性告知补正或不予受理。"
+    return None
+
+
+def window_accept(entry: CatalogEntry, node: Node, values: dict[str, Any],
+                  errors: dict[str, str], now: int, clerk: str) -> b.Accept | None:
+    """受理 at the window: the promised date counted as the handling side counts it
+    (``Case.promised_date_from`` with the entry's 承诺办结时限)."""
+    doc_no = values.get("w_doc_no", "")
+    if not doc_no or len(doc_no) > 50:
+        errors["w_doc_no"] = "请填写受理文书编号（不超过 50 字），例如 呼民婚受〔2026〕0001号。"
+        return None
+    limit = entry.promised_limit
+    counting = Case(case="promise", role="collecting", ours=node.region, theirs=entry.region,
+                    our_key="-", calendar=node.engine.calendar, acceptance="collecting_decides",
+                    promise_days=limit.days, promise_unit=limit.unit)
+    try:
+        return b.Accept(doc_no=doc_no, accepted_at=now,
+                        promised_date=counting.promised_date_from(now), decided_by=clerk)
+    except ValidationError:
+        errors["w_doc_no"] = "受理文书编号含有不允许的字符，请照受理通知书抄录。"
+        return None
+
+
+def window_supplement(entry: CatalogEntry, values: dict[str, Any], errors: dict[str, str],
+                      now: int, clerk: str) -> b.SupplementRequest | None:
+    """一次性告知: the entry's materials ticked as missing, plus anything written in."""
+    items = [b.SupplementItem(material=m.name, reason=values.get(f"w_reason{i}") or "未提交或不符合要求")
+             for i, m in enumerate(entry.materials) if values.get(f"w_missing{i}") == "on"]
+    extra = values.get("w_missing_other", "")
+    if extra:
+        items.append(b.SupplementItem(material=extra[:100], reason="需补充提交"))
+    if not items:
+        errors["w_missing"] = "请勾选需补正的材料，或在“其他需补正的内容”中写明，做到一次性告知。"
+        return None
+    return b.SupplementRequest(items=tuple(items), note=values.get("w_note", ""),
+                               notified_at=now, decided_by=clerk)
+
+
+def window_refuse(values: dict[str, Any], errors: dict[str, str], now: int,
+                  clerk: str) -> b.Refuse | None:
+    """不予受理 at the window, with its reason and legal basis (行政许可法 §32)."""
+    reason, basis = values.get("w_refuse_reason", ""), values.get("w_legal_basis", "")
+    if not reason:
+        errors["w_refuse_reason"] = "请填写不予受理的理由，以便告知申请人。"
+    if not basis:
+        errors["w_legal_basis"] = "请填写不予受理的法律依据，例如《中华人民共和国行政许可法》第三十二条。"
+    if not reason or not basis:
+        return None
+    return b.Refuse(reason=reason, legal_basis=basis, refused_at=now, decided_by=clerk)
 
 
 def _zh(message: str) -> str:
