@@ -37,9 +37,9 @@ from node.departments import Desk
 from node.engine import Command, Result
 from node.web import desk_forms as forms
 from node.web.auth import account_of, clock_text, require
+from node.web.case_view import case_view
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
 from node.web.render import error_page, render
-from node.web.window import case_view
 from protocol import bodies as b
 from protocol.calendar import working_days_between
 from protocol.codes import (

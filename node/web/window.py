@@ -57,6 +57,7 @@ from node.materials import MaterialTooLarge
 from node.store import Changes
 from node.web import window_forms as forms
 from node.web.auth import account_of, clock_text, require
+from node.web.case_view import case_view, live_state
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
 from node.web.render import error_page, render
 from protocol import bodies as b
@@ -69,17 +70,14 @@ from protocol.codes import (
     ID_TYPES,
     IDENTITY_METHODS,
     MATERIAL_NECESSITY,
-    OUTCOME_RESULTS,
     SATISFACTION,
     SERVICE_OBJECTS,
     TONGBAN_MODES,
 )
-from protocol.errors import ProtocolError
 from protocol.fields import date_of
 from protocol.joint import JOINT_STATES_ZH, withdrawable
 from protocol.routes import SignedRouteRefusal
-from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
-from protocol.wire import decode_envelope, decode_payload, receipt_from_fields
+from protocol.states import STATE_NAMES_ZH
 
 __all__ = ["add_window_routes"]
 
@@ -423,7 +421,7 @@ class WindowPages:
         case_id = request.match_info["case_id"]
         if node.store.case_row(case_id) is None:
             return _json_error(404, "没有这个办件。")
-        return await self._push(request, (case_id,), lambda: _live_state(node, case_id))
+        return await self._push(request, (case_id,), lambda: live_state(node, case_id))
 
     async def joint_live(self, request: web.Request) -> web.StreamResponse:
         """Push the joint case (each part's state and outcome) now and whenever it changes."""
@@ -581,7 +579,7 @@ class WindowPages:
             **view, "parts": parts, "application": application, "notice": notice,
             "policy_zh": {"whole_case": "一地不予受理则整件不予受理（其余分件撤回）",
                           "part_only": "一地不予受理只影响该地分件"}.get(view["policy"], ""),
-            "closed": _clock(view["closed_at"]) if view["closed_at"] else "",
+            "closed": clock_text(view["closed_at"]) if view["closed_at"] else "",
             "states_zh": JOINT_STATES_ZH})
 
 
@@ -593,125 +591,6 @@ LIVE = web.AppKey("window_live", Live)
 ACTIONS = {"supplement": "登记补正", "deliver": "登记送达", "evaluate": "登记评价",
            "withdraw": "撤回", "window_supplemented": "登记窗口补正材料",
            "window_accept": "窗口受理", "window_refuse": "窗口不予受理"}
-
-
-# ---------------------------------------------------------------- reading a case
-
-
-def case_view(node: Node, row: dict[str, Any]) -> dict[str, Any]:
-    """What the detail page shows of a case: its application, the messages both ways
-    (补正 list, outcome, delivery, evaluation) and the receipts of both chains."""
-    case_id = row["case_id"]
-    raw = node.store.body(case_id, "application")
-    application = b.Application.model_validate(decode(raw)) if raw else None
-    bodies: dict[str, Any] = {}
-    for wire, _, plaintext in node.store.envelopes(case_id):
-        try:
-            envelope = decode_envelope(wire)
-            body, _ = decode_payload(envelope.kind, plaintext)
-        except ProtocolError:
-            continue
-        key: str = envelope.kind
-        if key == "decision":
-            key = f"decision_{body.outcome}"
-        bodies[key] = body  # the newest of each kind
-    sent_application = bodies.get("application")
-    if isinstance(sent_application, b.Application) and sent_application.window_decision:
-        bodies.setdefault("decision_accept", sent_application.window_decision)
-    window = _window_bodies(node, case_id)
-    if "window_refuse" in window:
-        bodies.setdefault("decision_refuse", window["window_refuse"])
-    receipts = []
-    for data in node.store.receipts(case_id):
-        receipt = receipt_from_fields(decode(data))
-        receipts.append({"at": receipt.at, "when": _clock(receipt.at), "kind": receipt.kind,
-                         "name": RECEIPT_NAMES_ZH.get(receipt.kind, receipt.kind),
-                         "side": "本地" if receipt.actor == node.region
-                         else region_name(receipt.actor), "detail": _receipt_detail(receipt.data)})
-    receipts.sort(key=lambda r: (r["at"], r["side"] != "本地"))
-    request = bodies.get("decision_supplement")
-    outcome = bodies.get("outcome")
-    delivery = bodies.get("delivery")
-    evaluation = bodies.get("evaluation")
-    stars = {c: s for s, c in forms.STARS.items()}
-    return {
-        "case": {**row, "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
-                 "peer_name": region_name(row["peer"]), "updated": _clock(row["updated_at"])},
-        "application": application, "receipts": receipts, "receipt_count": len(receipts),
-        "supplement_request": request,
-        "supplement_notified": _clock(request.notified_at) if request else "",
-        "supplied": bodies.get("supplement"),
-        "window_request": window.get("window_supplement"),
-        "window_supplied": window.get("window_supplemented"),
-        "window_decides": bool(application and application.acceptance == "collecting_decides"),
-        "accept": bodies.get("decision_accept"), "refuse": bodies.get("decision_refuse"),
-        "outcome": outcome, "outcome_result": OUTCOME_RESULTS.get(outcome.result) if outcome else "",
-        "outcome_delivery": DELIVERY_MODES.get(outcome.delivery) if outcome else "",
-        "outcome_at": _clock(outcome.concluded_at) if outcome else "",
-        "delivery": delivery, "delivery_mode": DELIVERY_MODES.get(delivery.mode) if delivery else "",
-        "delivery_at": _clock(delivery.delivered_at) if delivery else "",
-        "evaluation": evaluation,
-        "withdrawal": _withdrawal(row["state"], [str(r["kind"]) for r in receipts]),
-        "evaluation_stars": stars.get(evaluation.satisfaction, 0) if evaluation else 0,
-        "evaluation_zh": SATISFACTION.get(evaluation.satisfaction) if evaluation else "",
-        "evaluation_channel": EVALUATION_CHANNELS.get(evaluation.channel) if evaluation else "",
-    }
-
-
-#: The window's own decisions (异地受理、远程办理): local events, kept in the event log.
-_WINDOW_EVENTS: dict[str, Any] = {"window_supplement": b.SupplementRequest,
-                                  "window_supplemented": b.Supplement, "window_refuse": b.Refuse}
-
-
-def _window_bodies(node: Node, case_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for data in node.store.events(case_id):
-        record = decode(data)
-        model = _WINDOW_EVENTS.get(record.get("event", ""))
-        if model is not None and "body" in record:
-            body = record["body"]
-            found[record["event"]] = model.model_validate(
-                decode(body) if isinstance(body, bytes) else body)
-    return found
-
-
-def _withdrawal(state: str, kinds: list[str]) -> str:
-    """撤回 as the window sees it: ``withdrawing`` (asked, no answer yet), ``withdrawn``,
-    ``refused`` (the handling side had already decided: 撤回未获同意) or ``""``."""
-    if state == "withdrawing":
-        return "withdrawing"
-    if state == "withdrawn" or (state == "archived" and "withdrawn" in kinds):
-        return "withdrawn"
-    return "refused" if "withdrawal_refused" in kinds else ""
-
-
-def _live_state(node: Node, case_id: str) -> dict[str, Any] | None:
-    row = node.store.case_row(case_id)
-    if row is None:
-        return None
-    return {"state": row["state"], "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
-            "receipts": len(node.store.receipts(case_id)), "updated": row["updated_at"]}
-
-
-def _receipt_detail(data: dict[str, Any]) -> str:
-    parts = []
-    if "doc_no" in data:
-        parts.append(f"受理文书编号 {data['doc_no']}")
-    if "promised_date" in data:
-        parts.append(f"承诺办结 {data['promised_date']}")
-    if "items" in data:
-        parts.append(f"{data['items']} 项待补正")
-    if "department" in data:
-        parts.append(str(data["department"]))
-    if "result" in data:
-        parts.append(OUTCOME_RESULTS.get(str(data["result"]), str(data["result"])))
-    if "mode" in data:
-        parts.append(DELIVERY_MODES.get(str(data["mode"]), str(data["mode"])))
-    if "tracking_no" in data:
-        parts.append(f"单号 {data['tracking_no']}")
-    if "satisfaction" in data:
-        parts.append(SATISFACTION.get(data["satisfaction"], ""))
-    return "；".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- helpers
@@ -748,9 +627,6 @@ def _partners(node: Node) -> dict[str, str]:
 
 
 
-
-def _clock(ms: int) -> str:
-    return clock_text(ms)
 
 
 def _json_error(status: int, zh: str) -> web.Response:
