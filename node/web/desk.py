@@ -22,15 +22,12 @@ follows a socket and swaps in what changed, as the window's pages do.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
-import json
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from node.app import Node
 from node.departments import Desk
@@ -38,7 +35,7 @@ from node.engine import Command, Result
 from node.web import desk_forms as forms
 from node.web.auth import account_of, clock_text, require
 from node.web.case_view import case_view
-from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
+from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol.calendar import working_days_between
@@ -228,7 +225,7 @@ class DeskPages:
             newest = node.store.cases(limit=1)
             return {"updated": newest[0]["updated_at"] if newest else 0,
                     "count": sum(node.store.count_states().values())}
-        return await self._socket(request, ALL, state)
+        return await push(request, request.app[self.live_key], (ALL,), state)
 
     # ------------------------------------------------------------ 办件审核
 
@@ -475,46 +472,7 @@ class DeskPages:
                 return None
             return {"state": row["state"], "state_zh": STATE_NAMES_ZH.get(row["state"], row["state"]),
                     "receipts": len(node.store.receipts(case_id)), "updated": row["updated_at"]}
-        return await self._socket(request, case_id, state)
-
-    async def _socket(self, request: web.Request, key: str,
-                      state: Callable[[], dict[str, Any] | None]) -> web.StreamResponse:
-        """Send ``state()`` now and whenever it changes after the node committed a step."""
-        origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.host:
-            return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
-        hub = request.app[self.live_key]
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        woken = asyncio.Event()
-        hub.sockets.add(ws)
-        hub.follow(key, woken)
-        receiving = asyncio.ensure_future(ws.receive())
-        waking: asyncio.Future[Any] | None = None
-        last: dict[str, Any] | None = None
-        try:
-            while not ws.closed:
-                now = state()
-                if now is not None and now != last:
-                    await ws.send_str(json.dumps(now, ensure_ascii=False))
-                    last = now
-                waking = asyncio.ensure_future(woken.wait())
-                await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
-                if receiving.done():
-                    message = receiving.result()
-                    if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                        WSMsgType.ERROR):
-                        break
-                    receiving = asyncio.ensure_future(ws.receive())
-                woken.clear()
-        finally:
-            for task in (receiving, waking):
-                if task is not None and not task.done():
-                    task.cancel()
-            hub.leave(key, woken)
-            hub.sockets.discard(ws)
-            await ws.close()
-        return ws
+        return await push(request, request.app[self.live_key], (case_id,), state)
 
 
 # ---------------------------------------------------------------- helpers

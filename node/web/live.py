@@ -10,16 +10,18 @@ Shared by the window's and the desk's pages.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TypeVar
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from node.app import Node
 from node.engine import Result
 from routing.regions import official_name
 
-__all__ = ["ERRORS_SUMMARY", "Live", "attach", "file_size", "region_name"]
+__all__ = ["ERRORS_SUMMARY", "Live", "attach", "file_size", "push", "region_name"]
 
 #: The summary above a form that was refused, field by field.
 ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
@@ -75,6 +77,48 @@ def attach(app: web.Application, node_key: web.AppKey[Node], key: web.AppKey[L],
 
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.append(close_sockets)
+
+
+async def push(request: web.Request, live: Live, case_ids: tuple[str, ...],
+               snapshot: Callable[[], dict[str, Any] | None]) -> web.StreamResponse:
+    """A web socket sent ``snapshot()`` now and whenever it changes after one of
+    ``case_ids`` moved; the page says nothing. Another site's page is refused."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    woken = asyncio.Event()
+    live.sockets.add(ws)
+    for case_id in case_ids:
+        live.follow(case_id, woken)
+    receiving = asyncio.ensure_future(ws.receive())
+    waking: asyncio.Future[Any] | None = None
+    last: dict[str, Any] | None = None
+    try:
+        while not ws.closed:
+            state = snapshot()
+            if state is not None and state != last:
+                await ws.send_str(json.dumps(state, ensure_ascii=False))
+                last = state
+            waking = asyncio.ensure_future(woken.wait())
+            await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
+            if receiving.done():
+                message = receiving.result()
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                    WSMsgType.ERROR):
+                    break
+                receiving = asyncio.ensure_future(ws.receive())  # the page says nothing
+            woken.clear()
+    finally:
+        for task in (receiving, waking):
+            if task is not None and not task.done():
+                task.cancel()
+        for case_id in case_ids:
+            live.leave(case_id, woken)
+        live.sockets.discard(ws)
+        await ws.close()
+    return ws
 
 
 def region_name(code: str) -> str:

@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from node.app import Node
 from node.engine import Command
@@ -58,7 +56,7 @@ from node.store import Changes
 from node.web import window_forms as forms
 from node.web.auth import account_of, clock_text, require
 from node.web.case_view import case_view, live_state
-from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, region_name
+from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol import decode
@@ -421,7 +419,7 @@ class WindowPages:
         case_id = request.match_info["case_id"]
         if node.store.case_row(case_id) is None:
             return _json_error(404, "没有这个办件。")
-        return await self._push(request, (case_id,), lambda: live_state(node, case_id))
+        return await push(request, request.app[self.live_key], (case_id,), lambda: live_state(node, case_id))
 
     async def joint_live(self, request: web.Request) -> web.StreamResponse:
         """Push the joint case (each part's state and outcome) now and whenever it changes."""
@@ -431,49 +429,7 @@ class WindowPages:
         if view is None:
             return _json_error(404, "没有这个联办件。")
         parts = tuple(p["case_id"] for p in view["parts"])
-        return await self._push(request, parts, lambda: joint_view(node, joint_id))
-
-    async def _push(self, request: web.Request, case_ids: tuple[str, ...],
-                    snapshot: Any) -> web.StreamResponse:
-        """A socket sent ``snapshot()`` now and whenever it changes after one of
-        ``case_ids`` does; the page says nothing."""
-        origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.host:
-            return _json_error(403, "不接受来自其他网站的连接。")
-        hub = request.app[self.live_key]
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        woken = asyncio.Event()
-        hub.sockets.add(ws)
-        for case_id in case_ids:
-            hub.follow(case_id, woken)
-        receiving = asyncio.ensure_future(ws.receive())
-        waking: asyncio.Future[Any] | None = None
-        last: dict[str, Any] | None = None
-        try:
-            while not ws.closed:
-                state = snapshot()
-                if state is not None and state != last:
-                    await ws.send_str(json.dumps(state, ensure_ascii=False))
-                    last = state
-                waking = asyncio.ensure_future(woken.wait())
-                await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
-                if receiving.done():
-                    message = receiving.result()
-                    if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                        WSMsgType.ERROR):
-                        break
-                    receiving = asyncio.ensure_future(ws.receive())  # the page says nothing
-                woken.clear()
-        finally:
-            for task in (receiving, waking):
-                if task is not None and not task.done():
-                    task.cancel()
-            for case_id in case_ids:
-                hub.leave(case_id, woken)
-            hub.sockets.discard(ws)
-            await ws.close()
-        return ws
+        return await push(request, request.app[self.live_key], parts, lambda: joint_view(node, joint_id))
 
     # ------------------------------------------------------------ 多地联办
 

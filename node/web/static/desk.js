@@ -4,22 +4,9 @@
 // reloading. A part holding a form the user is typing in is left alone until the
 // case's state changes. Without this script the pages show the state as of loading.
 
+import { announce, setStatus, typingIn } from "./live.js";
+
 const page = document.getElementById("case-page") || document.getElementById("queue-page");
-
-function announce(text) {
-  const region = document.getElementById("live-announce");
-  if (region) region.textContent = text;
-}
-
-function setStatus(text) {
-  const status = document.getElementById("live-status");
-  if (status) status.textContent = text;
-}
-
-function typingIn(part) {
-  const active = document.activeElement;
-  return part && active && part.contains(active) && active.matches("input, textarea, select");
-}
 
 async function refresh(stateChanged) {
   const response = await fetch(window.location.pathname + window.location.search,

@@ -3,24 +3,10 @@
 // clerk sees a 补正 request, the acceptance or the outcome without reloading.
 // Without this script the page shows the state as of its loading (reload to update).
 
+import { announce, setStatus, typingIn } from "./live.js";
 import { enhance } from "./window_upload.js";
 
 const page = document.getElementById("case-page");
-
-function announce(text) {
-  const region = document.getElementById("live-announce");
-  if (region) region.textContent = text;
-}
-
-function setStatus(text) {
-  const status = document.getElementById("live-status");
-  if (status) status.textContent = text;
-}
-
-function typingIn(section) {
-  const active = document.activeElement;
-  return section && active && section.contains(active) && active.matches("input, textarea, select");
-}
 
 async function refresh(stateChanged) {
   const response = await fetch(window.location.pathname, { headers: { Accept: "text/html" } });
