@@ -79,6 +79,9 @@ class NatsConfig(_Section):
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: pick a free port
+    #: The node's local API token (本机接口令牌, node/web/api_access.py); written at the
+    #: first start when missing. Default: ``<data_dir>/api-token``.
+    token_file: Path | None = None
 
 
 class WebConfig(_Section):
@@ -206,3 +209,7 @@ class NodeConfig(_Section):
     @property
     def key_path(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    @property
+    def token_path(self) -> Path:
+        return self.http.token_file or self.data_dir / "api-token"

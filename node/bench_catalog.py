@@ -155,8 +155,9 @@ async def _measure(base: Path, url: str, codes: list[str], keys: dict[str, NodeK
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         preexec_fn=die_with_parent)
     try:
-        async with aiohttp.ClientSession() as http:
-            api = await _address(node)
+        api = await _address(node)
+        token = (base / "newcomer" / "api-token").read_text(encoding="ascii").strip()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
             indexed = 0
             while indexed < total:
                 async with http.get(f"{api}/api/catalog/stats") as response:

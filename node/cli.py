@@ -20,7 +20,7 @@ from node import loop
 from node.cli_accounts import accounts
 from node.cli_catalog import catalog
 from node.cli_circle import circle
-from node.cli_http import fail, http_json
+from node.cli_http import fail, http_json, node_options
 from node.cli_topology import topology
 from protocol import ProtocolError
 from protocol.fields import REGION_PATTERN
@@ -271,8 +271,7 @@ def demo(base_port: int, once: bool) -> None:
 
 
 @main.command()
-@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
-              help="Web address of the collecting node.")
+@node_options("Web address of the collecting node.")
 @click.option("--matter", help="基本编码 of the matter: the node routes it from the catalogs.")
 @click.option("--location", help="The applicant's GB/T 2260 location (户籍地, 住所地 or 参保地) "
                                  "that routing turns on; with --matter.")
@@ -300,8 +299,7 @@ def submit(url: str, matter: str | None, location: str | None, handling: str | N
 @click.argument("case_id")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write it (default: <case id>.tbb).")
-@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
-              help="Web address of the node that holds the case.")
+@node_options("Web address of the node that holds the case.")
 def bundle(case_id: str, out: Path | None, url: str) -> None:
     """Download a case's evidence bundle (证据包); check it with 'tongban verify'."""
     from node.cli_http import request
@@ -319,8 +317,7 @@ def bundle(case_id: str, out: Path | None, url: str) -> None:
 
 @main.command()
 @click.argument("case_id")
-@click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
-              help="Web address of the node that holds the case.")
+@node_options("Web address of the node that holds the case.")
 def status(case_id: str, url: str) -> None:
     """Show a case's state and its receipt chain at a running node."""
     reply = http_json("GET", f"{url}/api/cases/{case_id}")

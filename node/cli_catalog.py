@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from node.cli_http import fail, http_json, request
+from node.cli_http import fail, http_json, node_options, request
 from protocol.codes import MATTER_TYPES, TONGBAN_MODES
 from routing.catalog_files import (
     SHEETS,
@@ -23,8 +23,7 @@ from routing.catalog_files import (
 
 __all__ = ["catalog"]
 
-NODE_OPTION = click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
-                           help="Web address of a running node.")
+NODE_OPTION = node_options("Web address of a running node.")
 
 
 @click.group()

@@ -9,14 +9,13 @@ from typing import Any
 
 import click
 
-from node.cli_http import fail, http_json
+from node.cli_http import fail, http_json, node_options
 from protocol.fields import REGION_PATTERN
 
 __all__ = ["circle"]
 
 _REGION = re.compile(REGION_PATTERN)
-NODE_OPTION = click.option("--node", "url", default="http://127.0.0.1:8081", show_default=True,
-                           help="Web address of this region's running node.")
+NODE_OPTION = node_options("Web address of this region's running node.")
 
 
 @click.group()

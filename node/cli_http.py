@@ -1,4 +1,10 @@
-"""What the CLI's commands share: failing with a bilingual message, talking to a node."""
+"""What the CLI's commands share: failing with a bilingual message, talking to a node.
+
+A command that calls a node's JSON API takes ``--node`` (its web address) and the
+node's local API token (node/web/api_access.py): ``--token`` or ``TONGBAN_TOKEN``,
+or ``--token-file`` or ``TONGBAN_TOKEN_FILE`` (the ``api-token`` file in the node's
+data dir).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,45 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from typing import Any, NoReturn
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-__all__ = ["fail", "http_json", "request"]
+__all__ = ["fail", "http_json", "node_options", "request"]
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+_TOKEN = "tongban.token"  # where the command's token waits in click's context
+
+
+def _keep_token(context: click.Context, parameter: click.Parameter, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, Path):
+        try:
+            value = value.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"无法读取接口令牌文件 {value}", f"cannot read the API token file {value}: {exc}")
+    context.meta.setdefault(_TOKEN, value)  # --token wins over --token-file
+
+
+def node_options(help: str = "Web address of the node.") -> Callable[[Command], Command]:
+    """``--node URL`` and the node's local API token, for a command that calls its API."""
+
+    def wrap(command: Command) -> Command:
+        command = click.option(
+            "--token-file", envvar="TONGBAN_TOKEN_FILE", expose_value=False,
+            type=click.Path(dir_okay=False, path_type=Path), callback=_keep_token,
+            help="File holding the node's local API token: api-token in its data dir "
+                 "[env TONGBAN_TOKEN_FILE].")(command)
+        command = click.option(
+            "--token", envvar="TONGBAN_TOKEN", expose_value=False, callback=_keep_token,
+            is_eager=True, help="The node's local API token [env TONGBAN_TOKEN].")(command)
+        return click.option("--node", "url", default="http://127.0.0.1:8081",
+                            show_default=True, help=help)(command)
+
+    return wrap
 
 
 def fail(zh: str, en: str) -> NoReturn:
@@ -21,8 +61,12 @@ def fail(zh: str, en: str) -> NoReturn:
 def request(method: str, url: str, data: bytes | None = None,
             content_type: str = "application/json", timeout: float = 60) -> bytes:
     """The body of the node's answer; an error answer or no answer ends the command."""
-    call = urllib.request.Request(url, data=data, method=method,
-                                  headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type}
+    context = click.get_current_context(silent=True)
+    token = context.meta.get(_TOKEN) if context is not None else None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    call = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(call, timeout=timeout) as response:
             return response.read()  # type: ignore[no-any-return]

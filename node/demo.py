@@ -113,9 +113,10 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
                         raise run.exception()  # type: ignore[misc]
                 return 1
             click.echo(f"tongban demo · NATS {nats_server.url} · data {base}")
-            for region, (_, address) in sorted(nodes.items()):
+            for region, (node, address) in sorted(nodes.items()):
                 role = "通办专窗（收件地）" if region == COLLECTING else "办理地（自动初审、部门自动办结）"
                 click.echo(f"  {REGIONS[region]} {region}  {address}/   {address}/api/health   {role}")
+                click.echo(f"      本机接口令牌 / local API token: {node.config.token_path}")
             click.echo("网页登录 / web sign-in, on every node: " + ", ".join(
                 f"{username} ({ROLES[role]})" for username, (_, role) in DEMO_ACCOUNTS.items())
                 + f"; 密码 / password: {password}")
@@ -123,8 +124,9 @@ async def run_demo(*, base_port: int = 8081, once: bool = False, keep: Path | No
             if once:
                 stop.set()
             else:
-                click.echo("\nRunning. Try: tongban submit --node "
-                           f"{nodes[COLLECTING][1]} --handling 510100   (Ctrl-C to stop)")
+                window, address = nodes[COLLECTING]
+                click.echo(f"\nRunning. Try: tongban submit --node {address} --handling 510100 "
+                           f"--token-file {window.config.token_path}   (Ctrl-C to stop)")
             await asyncio.gather(*runs)
             return 0 if ok else 1
     finally:

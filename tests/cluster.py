@@ -23,6 +23,7 @@ import aiohttp
 from node.children import die_with_parent
 from node.natsd import EmbeddedNats
 from receipts import NodeKeys, verify_bundle
+from tests.api_token import HEADERS, TOKEN_FILE
 
 __all__ = ["Cluster", "free_port"]
 
@@ -72,7 +73,7 @@ class Cluster:
         return f"nats://127.0.0.1:{self.nats_port}"
 
     async def __aenter__(self) -> Cluster:
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(headers=HEADERS)
         await self.nats.start()
         return self
 
@@ -96,7 +97,7 @@ class Cluster:
         self.ports.setdefault(region, free_port())
         data: dict[str, Any] = {
             "region": region, "name": f"区域{region}", "data_dir": str(directory),
-            "http": {"host": "127.0.0.1", "port": self.ports[region]},
+            "http": {"host": "127.0.0.1", "port": self.ports[region], "token_file": str(TOKEN_FILE)},
             "nats": {"urls": [self.nats_url]},
             "peers": [{"region": p, "name": f"区域{p}",
                        "public": str(self.base / p / "keys" / "public.json")} for p in peers],

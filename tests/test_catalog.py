@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from protocol.fields import credit_check_char
 from receipts import BatchSigner, NodeKeys
 from receipts.catalog import sign_entries
 from routing.catalog_files import write_catalog_csv
+from tests.api_token import HEADERS, HTTP, run_tongban
 from tests.cluster import free_port
 from tests.serving import serving, until
 
@@ -57,7 +57,7 @@ MEDICAL = entry("0000100002-370100000000-000-A", "异地就医备案", condition
 def _config(base: Path, region: str, peer: str, catalog: Path | None) -> Any:
     return parse_config({
         "region": region, "name": region, "data_dir": str(base / region),
-        "auto_review": region == H, "http": {"port": 0},
+        "auto_review": region == H, "http": HTTP,
         "departments": [{"kind": "desk", "name": "办理窗口", "auto_conclude": True}],
         **({"catalog": str(catalog)} if catalog else {}),
         "peers": [{"region": peer, "name": peer, "public": str(base / peer / "keys" / "public.json")}],
@@ -188,20 +188,12 @@ async def test_applications_are_decided_under_the_pinned_catalog_entry(
         assert fresh.matter.version == 2  # a new application is filled against the newest
 
 
-async def _tongban(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node.cli", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_the_json_api_searches_shows_entries_and_refuses_bad_requests(
         circle: tuple[Path, EmbeddedNats]) -> None:
     base, server = circle
     async with serving(server.url, _config(base, H, C, base / "catalog")), \
-            serving(server.url, _config(base, C, H, None)) as window, aiohttp.ClientSession() as http:
+            serving(server.url, _config(base, C, H, None)) as window, \
+            aiohttp.ClientSession(headers=HEADERS) as http:
         await until(lambda: window.catalog.index.counts()["matters"] == 2)
         api = window.address  # type: ignore[attr-defined]
 
@@ -250,15 +242,15 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
     async with serving(server.url, _config(base, H, C, base / "catalog")) as handling, \
             serving(server.url, _config(base, C, H, None)) as window:
         await until(lambda: window.catalog.index.counts()["matters"] == 2)
-        code, out, _ = await _tongban("catalog", "search", "户口迁移", "--node", window.address)  # type: ignore[attr-defined]
+        code, out, _ = await run_tongban("catalog", "search", "户口迁移", "--node", window.address)  # type: ignore[attr-defined]
         assert code == 0
         assert HUKOU.name in out
         assert "异地代收代办" in out
         exported = tmp_path / "exported.xlsx"
-        code, _, err = await _tongban("catalog", "export", str(exported), "--region", H,
+        code, _, err = await run_tongban("catalog", "export", str(exported), "--region", H,
                                       "--node", window.address)  # type: ignore[attr-defined]
         assert code == 0, err
-        code, out, err = await _tongban("catalog", "import", str(exported), "--region", H,
+        code, out, err = await run_tongban("catalog", "import", str(exported), "--region", H,
                                         "--out", str(tmp_path / "csv"))
         assert code == 0, err
         assert "2 个事项无误" in out
@@ -266,7 +258,7 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
         matters = tmp_path / "csv" / "事项.csv"
         matters.write_text(matters.read_text(encoding="utf-8-sig").replace(
             f"{HUKOU.code},1,", f"{HUKOU.code},2,"), encoding="utf-8")
-        code, out, err = await _tongban("catalog", "publish", str(tmp_path / "csv"),
+        code, out, err = await run_tongban("catalog", "publish", str(tmp_path / "csv"),
                                         "--node", handling.address)  # type: ignore[attr-defined]
         assert code == 0, err
         assert "新发布 1 个" in out
@@ -275,7 +267,7 @@ async def test_the_catalog_commands(circle: tuple[Path, EmbeddedNats], tmp_path:
         matters.write_text(matters.read_text(encoding="utf-8").replace(",07,", ",99,"), encoding="utf-8")
         for command in (("import", str(tmp_path / "csv"), "--region", H),
                         ("publish", str(tmp_path / "csv"), "--node", handling.address)):  # type: ignore[attr-defined]
-            code, _, err = await _tongban("catalog", *command)
+            code, _, err = await run_tongban("catalog", *command)
             assert code == 2
             assert "事项 第 2 行「事项类型代码」" in err
             assert "nothing was imported" in err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from protocol.circle import CircleRegistry, Contact, JoinRequest, Member, Member
 from protocol.envelope import TAG_RECEIPT, leaf_digest
 from receipts import BatchSigner, KeyRegistry, NodeKeys
 from receipts.circle import approve, check_registry, key_records, sign_join, sign_registry, with_status
+from tests.api_token import HEADERS, HTTP, run_tongban
 from tests.serving import serving, stopped, until
 
 CONVENER, H, C = "370100", "410100", "510100"
@@ -146,7 +146,7 @@ async def test_a_node_adopts_newer_registries_live_and_keeps_the_last_one(tmp_pa
     KEYS[CONVENER].save(tmp_path / "convener", valid_from=T0 - 365 * DAY)
     KEYS[C].save(tmp_path / C / "keys", valid_from=0)
     config = parse_config({
-        "region": C, "name": "成都市", "data_dir": str(tmp_path / C), "http": {"port": 0},
+        "region": C, "name": "成都市", "data_dir": str(tmp_path / C), "http": HTTP,
         "circle": {"id": "huanghe-2026", "convener": CONVENER,
                    "anchor": str(tmp_path / "convener" / "public.json")},
         "peers": [{"region": H, "name": "郑州市",  # ignored: the circle decides
@@ -198,7 +198,7 @@ def test_a_missing_anchor_is_a_clear_configuration_error(tmp_path: Path) -> None
 
 def _circle_config(base: Path, region: str, catalog: Path | None = None) -> Any:
     return parse_config({
-        "region": region, "name": region, "data_dir": str(base / region), "http": {"port": 0},
+        "region": region, "name": region, "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(catalog)} if catalog else {}),
         "circle": {"id": "huanghe-2026", "convener": CONVENER,
                    "anchor": str(base / CONVENER / "keys" / "public.json")}}, base=base, environ={})
@@ -249,12 +249,9 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
             serving(server.url, _circle_config(tmp_path, region))) for region in (CONVENER, W, C)}
 
         async def tongban(*args: str) -> str:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "node.cli", "circle", *args, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-            out, err = await process.communicate()
-            assert process.returncode == 0, err.decode()
-            return out.decode()
+            code, out, err = await run_tongban("circle", *args)
+            assert code == 0, err
+            return out
 
         def address(region: str) -> str:
             return nodes[region].address  # type: ignore[attr-defined,no-any-return]
@@ -314,7 +311,7 @@ async def test_regions_join_through_the_convener_and_every_node_takes_them_in_li
                                                                unendorsed.canonical_bytes)])
         await until(lambda: any("endorsement" in r for r in convener.refused))
         assert W not in convener.requests
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
             api = address(CONVENER)
             async with http.post(f"{api}/api/circle/members/{C}/revoke", data="x",
                                  headers={"Content-Type": "text/plain"}) as response:

@@ -29,6 +29,7 @@ from node.web.desk import clock_of
 from protocol.calendar import WeekdayCalendar
 from protocol.fields import end_of_day
 from receipts import NodeKeys
+from tests.api_token import HTTP
 from tests.serving import serving, until
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -54,7 +55,7 @@ ACCOUNTS = {
 def _config(base: Path, region: str, peer: str) -> Any:
     return parse_config({
         "region": region, "name": {WINDOW: "郑州市", JINAN: "济南市"}[region],
-        "data_dir": str(base / region), "http": {"port": 0},
+        "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(SAMPLES / region)} if region == JINAN else {}),
         "departments": [{"kind": "desk", "name": "济南市医疗保障局", "auto_conclude": False}],
         "auto_review": False,

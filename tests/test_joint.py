@@ -21,6 +21,7 @@ from protocol.routes import SignedRouteRefusal
 from receipts import NodeKeys, verify_bundle
 from receipts.routes import check_refusal
 from routing.catalog_files import read_catalog_path, write_catalog_csv
+from tests.api_token import HEADERS, HTTP
 from tests.serving import serving, until
 
 WINDOW, JINAN, CHENGDU = "410100", "370100", "510100"
@@ -69,7 +70,7 @@ def _catalog(base: Path, region: str) -> Path:
 def _config(base: Path, region: str, peers: list[str]) -> Any:
     handling = region != WINDOW
     return parse_config({
-        "region": region, "name": region, "data_dir": str(base / region), "http": {"port": 0},
+        "region": region, "name": region, "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(_catalog(base, region))} if handling else {}),
         "departments": [{"kind": "desk", "name": "办理科室", "auto_conclude": True}],
         "peers": [{"region": p, "name": p, "public": str(base / p / "keys" / "public.json")}
@@ -114,7 +115,7 @@ async def test_a_joint_application_fans_out_and_closes_as_its_catalog_entries_sa
             serving(server.url, _config(tmp_path, WINDOW, peers[WINDOW])) as window, \
             serving(server.url, _config(tmp_path, JINAN, peers[JINAN])) as jinan, \
             serving(server.url, _config(tmp_path, CHENGDU, peers[CHENGDU])) as chengdu, \
-            aiohttp.ClientSession() as session:
+            aiohttp.ClientSession(headers=HEADERS) as session:
         await until(lambda: window.catalog.index.has_region(JINAN)
                     and window.catalog.index.has_region(CHENGDU))
         handlers = {JINAN: jinan, CHENGDU: chengdu}

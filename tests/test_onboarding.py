@@ -47,6 +47,7 @@ from node.topology import HubServer, Plan, RegionLeaf, Topology
 from node.transport import ensure_shared_buckets
 from protocol.circle import Contact
 from receipts import NodeKeys
+from tests.api_token import HEADERS, HTTP, TOKEN_FILE
 from tests.cluster import free_port
 from tests.serving import serving, until
 
@@ -109,6 +110,10 @@ def test_every_command_block_of_the_guide_is_run_or_an_example_of_a_real_command
     assert [b.name for b in blocks if b.marker == "file"] == ["node.toml"]
     for block in shell:
         for argv in commands(block):
+            if argv[0] == "export":  # an environment variable the CLI reads
+                assert argv[1].split("=")[0] in {e for p in main.commands["submit"].params
+                                                  for e in [getattr(p, "envvar", None)] if e}
+                continue
             if argv[0] != "tongban":
                 assert argv[0] == "tar", argv
                 continue
@@ -137,9 +142,14 @@ def _argv(argv: list[str]) -> list[str]:
 
 
 async def run(argv: list[str], cwd: Path) -> tuple[int, str]:
-    """Run one command of the guide; its exit status and everything it printed."""
+    """Run one command of the guide; its exit status and everything it printed. It calls
+    nodes with the token of the folder's own node (``data/api-token``, as the guide
+    says), or, in the other regions' folders, with the suite's."""
+    own = cwd / "data" / "api-token"
+    token_file = str(own) if own.exists() else str(TOKEN_FILE)
     process = await asyncio.create_subprocess_exec(
-        *_argv(argv), cwd=cwd, env=_environment(), stdin=asyncio.subprocess.DEVNULL,
+        *_argv(argv), cwd=cwd, env=_environment(TONGBAN_TOKEN_FILE=token_file),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), 60)
@@ -193,7 +203,7 @@ class Service:
 def _node_config(top: Topology, base: Path, region: str, **extra: Any) -> Any:
     return parse_config({
         "region": region, "name": NAMES[region], "data_dir": str(base / region),
-        "http": {"port": 0}, "nats": top.node_settings(region),
+        "http": HTTP, "nats": top.node_settings(region),
         "circle": {"id": CIRCLE, "convener": CONVENER,
                    "anchor": str(base / CONVENER / "keys" / "public.json")}, **extra},
         base=base, environ={})
@@ -402,7 +412,7 @@ async def test_a_region_reached_through_a_relay_hub_asks_to_join_with_its_relay(
     def config(region: str) -> Any:
         return parse_config({
             "region": region, "name": NAMES.get(region, region), "data_dir": str(tmp_path / region),
-            "http": {"port": 0}, "circle": {"id": CIRCLE, "convener": convener_code, "anchor": str(
+            "http": HTTP, "circle": {"id": CIRCLE, "convener": convener_code, "anchor": str(
                 tmp_path / convener_code / "keys" / "public.json")}}, base=tmp_path, environ={})
 
     async def tongban(*args: str) -> tuple[int, str]:
@@ -412,7 +422,7 @@ async def test_a_region_reached_through_a_relay_hub_asks_to_join_with_its_relay(
             serving(server.url, config(convener_code)) as convener, \
             serving(server.url, config(hub_code)) as hub, \
             serving(server.url, config(newcomer_code)) as newcomer, \
-            aiohttp.ClientSession() as http:
+            aiohttp.ClientSession(headers=HEADERS) as http:
         assert convener.circle is not None
         assert hub.circle is not None
         await hub.circle.request_join(Contact(name="值班员"))

@@ -35,6 +35,7 @@ from protocol.circle import CircleRegistry, Contact, Member, MemberKey
 from receipts import BatchSigner, NodeKeys
 from receipts.circle import sign_registry
 from routing.catalog_files import XLSX_MEDIA_TYPE, catalog_xlsx_bytes, read_catalog_path
+from tests.api_token import HEADERS, HTTP
 from tests.serving import serving, until
 
 ROOT = Path(__file__).parent.parent
@@ -68,7 +69,7 @@ def _member(region: str) -> Member:
 def _config(base: Path, region: str, **extra: Any) -> Any:
     return parse_config({
         "region": region, "name": NAMES[region], "data_dir": str(base / region),
-        "http": {"port": 0}, "catalog": str(ROOT / "config" / "catalogs" / region), **extra,
+        "http": HTTP, "catalog": str(ROOT / "config" / "catalogs" / region), **extra,
         "circle": {"id": "huanghe-2026", "convener": WINDOW,
                    "anchor": str(base / WINDOW / "keys" / "public.json")}}, base=base, environ={})
 
@@ -200,4 +201,4 @@ schema = schemathesis.openapi.from_path(SPEC, config=schemathesis.Config.from_di
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_as_documented(case: schemathesis.Case, circle: _Circle) -> None:
-    case.call_and_validate(base_url=circle.address)
+    case.call_and_validate(base_url=circle.address, headers=HEADERS)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import stat
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from protocol.wire import decode_envelope, receipt_from_fields
 from receipts import KeyFileError, KeyRecord, KeyRegistry, Letter, NodeKeys, Postmaster, verify_bundle
 from receipts.keys import SETTLE_MS, KeyRing
 from routing.catalog_files import read_catalog_path, write_catalog_csv
+from tests.api_token import HEADERS, HTTP, run_tongban
 from tests.serving import serving, until
 
 C, H, NEWCOMER = "370100", "410100", "510100"  # the convener collects; H rotates
@@ -212,19 +212,16 @@ def test_the_postmaster_opens_what_was_sealed_to_a_kept_key(tmp_path: Path) -> N
 
 def _config(base: Path, region: str, catalog: Path | None = None) -> Any:
     return parse_config({
-        "region": region, "name": region, "data_dir": str(base / region), "http": {"port": 0},
+        "region": region, "name": region, "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(catalog)} if catalog else {}),
         "circle": {"id": "huanghe-2026", "convener": C, "rotation_overlap_days": 1,
                    "anchor": str(base / C / "keys" / "public.json")}}, base=base, environ={})
 
 
 async def _tongban(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node.cli", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode() + out.decode()
-    return out.decode()
+    code, out, err = await run_tongban(*args)
+    assert code == 0, err + out
+    return out
 
 
 def _state(node: Node, case_id: str) -> str | None:
@@ -335,7 +332,7 @@ async def test_a_member_rotates_its_keys_while_cases_and_catalog_go_on(tmp_path:
         for receipt in fresh + spanning:
             assert window.registry.signing_key(receipt.key, H, receipt.at)
         # The evidence bundle of the case that spans the switch verifies.
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=HEADERS) as http:
             address = handling.address  # type: ignore[attr-defined]
             async with http.get(f"{address}/api/cases/{before}/bundle") as response:
                 assert response.status == 200

@@ -24,6 +24,7 @@ from receipts import BatchSigner, KeyRegistry, NodeKeys
 from receipts.circle import sign_registry
 from receipts.routes import check_refusal
 from routing.router import MemberPath, NoRoute, Offer, Router, covering
+from tests.api_token import HEADERS, HTTP
 from tests.serving import serving, until
 
 TODAY = "2026-06-01"
@@ -197,7 +198,7 @@ def test_a_relay_is_another_member_that_delivers_directly(relays: dict[str, str]
 def _config(base: Path, region: str, **extra: Any) -> Any:
     return parse_config({
         "region": region, "name": NAMES[region], "data_dir": str(base / region),
-        "http": {"port": 0}, **extra,
+        "http": HTTP, **extra,
         "circle": {"id": "huanghe-2026", "convener": WINDOW,
                    "anchor": str(base / WINDOW / "keys" / "public.json")}}, base=base, environ={})
 
@@ -219,7 +220,7 @@ async def test_an_application_is_routed_through_the_hub_and_no_route_is_a_signed
             serving(server.url, _config(tmp_path, WINDOW)) as window, \
             serving(server.url, _config(tmp_path, HANDLING, catalog=str(catalog),
                                         auto_review=True)) as handling, \
-            aiohttp.ClientSession() as session:
+            aiohttp.ClientSession(headers=HEADERS) as session:
         assert window.circle is not None
         registry = _registry(**{HANDLING: HUB})
         await window.circle.publish(sign_registry(

@@ -37,6 +37,7 @@ from protocol.catalog import CatalogEntry, CatalogMaterial, FormField, TimeLimit
 from protocol.fields import credit_check_char
 from receipts import NodeKeys
 from routing.catalog_files import write_catalog_csv
+from tests.api_token import HEADERS, HTTP
 from tests.cluster import free_port
 from tests.serving import serving, until
 
@@ -121,7 +122,7 @@ def _node(servers: Servers, region: str, **extra: Any) -> Any:
     peers = [p for p in (H, C, J, N) if p != region]
     return parse_config({
         "region": region, "name": f"区域{region}", "data_dir": str(base / region),
-        "http": {"port": 0}, "nats": servers.top.node_settings(region),
+        "http": HTTP, "nats": servers.top.node_settings(region),
         "peers": [{"region": p, "name": f"区域{p}", "public": str(base / p / "keys" / "public.json")}
                   for p in peers], **extra}, base=base, environ={})
 
@@ -132,7 +133,7 @@ def _handling(servers: Servers) -> Any:
 
 
 async def _api(method: str, node: Any, path: str, **kwargs: Any) -> Any:
-    async with aiohttp.ClientSession() as session, session.request(
+    async with aiohttp.ClientSession(headers=HEADERS) as session, session.request(
             method, f"{node.address}{path}", timeout=aiohttp.ClientTimeout(total=10), **kwargs) as reply:
         assert reply.status < 300, (reply.status, await reply.text())
         return await reply.json() if reply.content_type == "application/json" else await reply.read()

@@ -32,6 +32,7 @@ from protocol.masking import mask_id_number, mask_name, mask_phone
 from protocol.states import RECEIPT_NAMES_ZH, TRANSITIONS
 from protocol.wire import receipt_from_fields
 from receipts import KeyRegistry, NodeKeys, SignatureChecker
+from tests.api_token import HEADERS, HTTP
 from tests.serving import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -124,7 +125,7 @@ class Site:
 def _prepare(base: Path) -> Any:
     NodeKeys.generate(REGION).save(base / REGION / "keys", valid_from=0)
     config = parse_config({"region": REGION, "name": "郑州市", "data_dir": str(base / REGION),
-                           "http": {"port": 0}}, base=base, environ={})
+                           "http": HTTP}, base=base, environ={})
     store = AccountStore(config.data_dir / FILENAME)
     password_hash = HASHER.hash(PASSWORD)
     for username, (name, roles, region) in ACCOUNTS.items():
@@ -164,7 +165,7 @@ async def _get(path: str, site: Site, http: aiohttp.ClientSession | None = None
                ) -> tuple[int, str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         if http is None:
-            http = await stack.enter_async_context(aiohttp.ClientSession())
+            http = await stack.enter_async_context(aiohttp.ClientSession(headers=HEADERS))
         async with http.get(site.address + path, allow_redirects=False) as response:
             return response.status, await response.text(), response.headers
 

@@ -23,6 +23,7 @@ from node.natsd import EmbeddedNats
 from node.store.accounts import FILENAME, AccountStore
 from node.web.auth import HASHER
 from receipts import NodeKeys
+from tests.api_token import HTTP
 from tests.serving import serving
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -57,7 +58,7 @@ def prepare(base: Path) -> Any:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     NodeKeys.generate(REGION).save(base / REGION / "keys", valid_from=0)
     config = parse_config({"region": REGION, "name": "郑州市", "data_dir": str(base / REGION),
-                           "http": {"port": 0}}, base=base, environ={})
+                           "http": HTTP}, base=base, environ={})
     store = AccountStore(config.data_dir / FILENAME)
     password_hash = HASHER.hash(PASSWORD)  # the same password for all: hashed once
     for username, (name, roles, region) in ACCOUNTS.items():

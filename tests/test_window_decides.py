@@ -17,6 +17,7 @@ from node.natsd import EmbeddedNats
 from protocol import bodies as b
 from protocol import decode
 from receipts import NodeKeys
+from tests.api_token import HTTP
 from tests.serving import serving, until
 from tests.test_window_pages import (
     ARTIFACTS,
@@ -38,7 +39,7 @@ ID_CARD = "0000107003-150100000000-000-111501000044104529-1-00"  # 居民身份�
 def _config(base: Path, region: str, peer: str) -> Any:
     return parse_config({
         "region": region, "name": {WINDOW: "郑州市", HOHHOT: "呼和浩特市"}[region],
-        "data_dir": str(base / region), "http": {"port": 0},
+        "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(SAMPLES / region)} if region == HOHHOT else {}),
         "departments": [{"kind": "desk", "name": "呼和浩特市公安局"}],
         "peers": [{"region": peer, "name": peer, "public": str(base / peer / "keys" / "public.json")}],

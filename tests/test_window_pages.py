@@ -24,6 +24,7 @@ from node.web.auth import HASHER
 from protocol import bodies as b
 from protocol import decode
 from receipts import NodeKeys
+from tests.api_token import HTTP
 from tests.serving import serving, until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -41,7 +42,7 @@ CHINA = datetime.timezone(datetime.timedelta(hours=8))
 def _config(base: Path, region: str, peer: str) -> Any:
     return parse_config({
         "region": region, "name": {WINDOW: "郑州市", JINAN: "济南市"}[region],
-        "data_dir": str(base / region), "http": {"port": 0},
+        "data_dir": str(base / region), "http": HTTP,
         **({"catalog": str(SAMPLES / region)} if region == JINAN else {}),
         "departments": [{"kind": "desk", "name": "济南市医疗保障局", "auto_conclude": True}],
         "peers": [{"region": peer, "name": peer, "public": str(base / peer / "keys" / "public.json")}],

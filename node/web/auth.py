@@ -27,10 +27,10 @@ for ``lockout_minutes``; the page says how many tries are left and until when it
 is locked. While locked the password is not even checked. An administrator can
 unlock at once (audited).
 
-**The JSON API** (``/api/...``) needs no sign-in yet: the CLI and the tests use it
-as it was. Of those requests this middleware only refuses state changes a browser
-sends from another site (an ``Origin`` that is not this node's): a form there can
-post text/plain or multipart to the API. The command line sends no ``Origin``.
+**The JSON API** (``/api/...``) takes the node's local token or a signed-in session;
+who may call which route is ``node.web.api_access``. A session's state changes there
+carry its CSRF token in ``X-CSRF-Token``; a state change from another site's
+``Origin`` is refused before anything else.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from config.models import WebConfig
 from node.api_errors import error
 from node.store.accounts import ROLES, Account, AccountStore, SessionRow
+from node.web.api_access import api_account, bearer_matches, local_account
 from node.web.render import error_page
 
 __all__ = [
@@ -111,8 +112,10 @@ class Auth:
     """Sign-in for one node: its account store, its [web] settings and its clock."""
 
     def __init__(self, store: AccountStore, config: WebConfig, *, region: str, name: str,
-                 clock: Callable[[], int], hasher: PasswordHasher = HASHER) -> None:
+                 clock: Callable[[], int], local_token: bytes, hasher: PasswordHasher = HASHER
+                 ) -> None:
         self.store = store
+        self.local_token = local_token  # the SHA-256 of the node's local API token
         self.config = config
         self.region = region
         self.name = name  # the region's name, e.g. 济南市
@@ -283,12 +286,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token; send an account whose password an administrator set to change it first
     (nothing else is open to it until then)."""
     if request.path == "/api" or request.path.startswith("/api/"):
-        if request.method not in SAFE_METHODS and not _same_origin(request):
-            # A browser on another site (a form can post text/plain or multipart here);
-            # the command line sends no Origin.
-            return error(403, "cross_site", "不接受来自其他网站的请求，请在本节点的页面中操作",
-                         "a state-changing request from another site is refused")
-        return await handler(request)
+        return await _api(request, handler)
     auth = request.app[AUTH]
     cookie = request.cookies.get(auth.cookie_name)
     session = await auth.session(cookie) if cookie else None
@@ -310,6 +308,34 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers.update(SECURITY_HEADERS)
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The JSON API: the local token or a session, then the route's roles (api_access)."""
+    if request.method not in SAFE_METHODS and not _same_origin(request):
+        # A browser on another site (a form can post text/plain or multipart here).
+        return error(403, "cross_site", "不接受来自其他网站的请求，请在本节点的页面中操作",
+                     "a state-changing request from another site is refused")
+    auth = request.app[AUTH]
+    bearer = bearer_matches(request, auth.local_token)
+    if bearer is False:
+        return error(401, "bad_token", "接口令牌不正确：请使用节点数据目录中 api-token 文件里的令牌",
+                     "the API token is wrong: use the one in the api-token file of the node's "
+                     "data dir")
+    account: Account | None = None
+    if bearer:
+        account = local_account(auth.region, auth.clock())
+    elif cookie := request.cookies.get(auth.cookie_name):
+        session = await auth.session(cookie)
+        if session is not None:
+            if request.method not in SAFE_METHODS and not await _csrf_ok(request, auth, session):
+                return error(403, "csrf", "缺少有效的 CSRF 校验码（请求头 X-CSRF-Token），本次操作未执行；"
+                             "请刷新页面后重试", "a signed-in session's state change needs its "
+                             "CSRF token in the X-CSRF-Token header")
+            request[SESSION] = session
+            account = session.account
+    refused = api_account(request, account, region=auth.region)
+    return refused if refused is not None else await handler(request)
 
 
 # ---------------------------------------------------------------- roles and regions

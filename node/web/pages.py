@@ -19,6 +19,7 @@ from aiohttp import web
 
 from node.app import Node
 from node.store.accounts import FILENAME, ROLES, Account, AccountError, AccountStore
+from node.web.api_access import local_token_digest
 from node.web.auth import (
     AUTH,
     SESSION,
@@ -314,7 +315,9 @@ def add_web_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
         node = app[node_key]
         store = await asyncio.to_thread(AccountStore, node.config.data_dir / FILENAME)
         app[AUTH] = Auth(store, node.config.web, region=node.region, name=node.config.name,
-                         clock=node.clock)
+                         clock=node.clock,
+                         local_token=await asyncio.to_thread(local_token_digest,
+                                                             node.config.token_path))
         try:
             yield
         finally:
