@@ -42,6 +42,7 @@ from protocol.fields import (
     Phone,
     RegionCode,
     RequiredText,
+    SessionId,
     Text,
     Wire,
     check_id_number,
@@ -74,6 +75,7 @@ __all__ = [
     "Supplement",
     "SupplementItem",
     "SupplementRequest",
+    "VideoCheck",
     "WindowRecord",
     "Withdrawal",
     "Withdrawn",
@@ -217,6 +219,7 @@ class Accept(Wire):
     promised_date: Date  # 承诺办结时间, in working days from acceptance
     decided_by: Name  # 受理人员 (or the window, in the collecting-decides model)
     deemed: bool = False  # accepted by law: no 补正 notice within 5 days (行政许可法 §32)
+    session: SessionId | None = None  # decided in this virtual-window video session
 
 
 class SupplementItem(Wire):
@@ -232,6 +235,7 @@ class SupplementRequest(Wire):
     note: Text = ""
     notified_at: Millis
     decided_by: Name
+    session: SessionId | None = None  # told in this virtual-window video session
 
 
 class Refuse(Wire):
@@ -242,9 +246,23 @@ class Refuse(Wire):
     legal_basis: RequiredText
     refused_at: Millis
     decided_by: Name
+    session: SessionId | None = None  # decided in this virtual-window video session
 
 
 Decision = Annotated[Accept | SupplementRequest | Refuse, Field(discriminator="outcome")]
+
+
+class VideoCheck(Wire):
+    """远程视频核验: what the handling region's reviewer confirmed in a virtual-window
+    video session (远程虚拟窗口), before deciding. Nothing of the media is kept."""
+
+    session: SessionId
+    check: Literal["identity", "materials"]  # 身份核验 by video / materials examined (材料核验)
+    confirmed: bool  # the identity matched, or the materials are as required
+    materials: tuple[Name, ...] = Field(default=(), max_length=100)  # the ones examined
+    note: Text = ""  # what the reviewer noted
+    at: Millis
+    reviewer: Name
 
 
 class JointRef(Wire):
@@ -427,6 +445,7 @@ Body = (
     | Delivery
     | Evaluation
     | Rejection
+    | VideoCheck
 )
 
 #: Message kind → body model. ``decision`` is a tagged union on ``outcome``.
@@ -444,4 +463,5 @@ BODY_TYPES: dict[str, Any] = {
     "delivery": Delivery,
     "evaluation": Evaluation,
     "rejection": Rejection,
+    "video_check": VideoCheck,
 }

@@ -72,6 +72,7 @@ _MESSAGE_BODIES: tuple[tuple[str, str, Any], ...] = (
     ("outcome_ack", "`Ack`", b.Ack(of=bytes(32), at=_NOW)),
     ("delivery", "`Delivery`", ex.delivery(_NOW)),
     ("evaluation", "`Evaluation`", ex.evaluation(_NOW)),
+    ("video_check", "`VideoCheck`", ex.video_check(_NOW)),
     ("rejection", f"`code` = `{Reason.WITHDRAWAL_TOO_LATE.code}`", b.Rejection(
         of=bytes(32), code=Reason.WITHDRAWAL_TOO_LATE.code, zh=Reason.WITHDRAWAL_TOO_LATE.zh,
         en=Reason.WITHDRAWAL_TOO_LATE.en,

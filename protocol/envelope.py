@@ -66,6 +66,7 @@ Kind = Literal[
     "delivery",
     "evaluation",
     "rejection",
+    "video_check",
 ]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 

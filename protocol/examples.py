@@ -22,6 +22,7 @@ __all__ = [
     "refuse",
     "supplement",
     "supplement_request",
+    "video_check",
     "withdrawal",
 ]
 
@@ -142,3 +143,8 @@ def delivery(now: int) -> b.Delivery:
 def evaluation(now: int) -> b.Evaluation:
     return b.Evaluation(satisfaction=1, channel="hall_tablet", evaluated_at=now,
                         text="办事方便", region=COLLECTING)
+
+
+def video_check(now: int) -> b.VideoCheck:
+    return b.VideoCheck(session="vs-410100-Qm9vZ2llV29vZ2llMQ", check="identity", confirmed=True,
+                        note="视频中本人与身份证照片一致", at=now, reviewer="王审核")

@@ -116,6 +116,9 @@ KeyId = Annotated[str, StringConstraints(pattern=r"^(ed25519|x25519):[0-9a-f]{16
 
 #: A SHA-256 digest.
 Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
+#: A remote virtual-window session (远程虚拟窗口): ``vs-<caller region>-<random>``.
+SESSION_PATTERN = r"^vs-[0-9]{6,12}-[0-9A-Za-z_-]{16,32}$"
+SessionId = Annotated[str, StringConstraints(pattern=SESSION_PATTERN)]
 
 MILLIS_MIN, MILLIS_MAX = 946_684_800_000, 7_258_118_400_000
 #: Milliseconds since 1970-01-01T00:00:00Z; anything before 2000 or after 2200 is a bug.

@@ -75,6 +75,7 @@ _LOCAL_BODIES: dict[str, type | tuple[type, ...] | None] = {
     "resume": b.Progress,
     "promise_due": None,
     "conclude": b.Outcome,
+    "video_check": b.VideoCheck,
 }
 
 
@@ -142,7 +143,7 @@ def event_for_message(kind: str, body: Any) -> str:
             raise RemoteProtocolError(
                 Reason.INVALID_FIELD, "only a withdrawal refusal may travel inside a case's chain")
         case "received" | "withdrawal" | "withdrawn" | "forwarded" | "outcome" | "outcome_ack" \
-                | "supplement" | "delivery" | "evaluation", _:
+                | "supplement" | "delivery" | "evaluation" | "video_check", _:
             return _KIND_EVENTS[kind]
     raise RemoteProtocolError(Reason.UNKNOWN_KIND, kind)
 
@@ -157,6 +158,7 @@ _KIND_EVENTS = {
     "supplement": "supplement",
     "delivery": "deliver",
     "evaluation": "evaluate",
+    "video_check": "video_check",
 }
 
 
@@ -523,18 +525,26 @@ def _check_now(now: int) -> None:
         raise LocalProtocolError(Reason.INVALID_FIELD, f"time {now!r} is not milliseconds since 1970")
 
 
+def _in(session: str | None) -> dict[str, str | int | bool]:
+    """A decision made in a virtual-window video session names it in its receipt."""
+    return {} if session is None else {"session": session}
+
+
 def _receipt_data(event: str, body: Any) -> dict[str, str | int | bool]:
     """The few non-personal facts a receipt records about its event."""
     match body:
         case b.Application(window=window, matter=matter):
             return {"window_no": window.window_no, "matter": matter.code,
                     "version": matter.version}
-        case b.Accept(doc_no=doc_no, promised_date=promised, deemed=deemed):
-            return {"doc_no": doc_no, "promised_date": promised, "deemed": deemed}
-        case b.SupplementRequest(items=items):
-            return {"items": len(items)}
-        case b.Refuse(legal_basis=basis):
-            return {"legal_basis": basis[:200]}
+        case b.Accept(doc_no=doc_no, promised_date=promised, deemed=deemed, session=session):
+            return {"doc_no": doc_no, "promised_date": promised, "deemed": deemed} | _in(session)
+        case b.SupplementRequest(items=items, session=session):
+            return {"items": len(items)} | _in(session)
+        case b.Refuse(legal_basis=basis, session=session):
+            return {"legal_basis": basis[:200]} | _in(session)
+        case b.VideoCheck(session=session, check=check, confirmed=confirmed, materials=materials):
+            return {"session": session, "check": check, "confirmed": confirmed,
+                    "materials": len(materials)}
         case b.Supplement(materials=materials):
             return {"materials": len(materials)}
         case b.Forwarded(department=department, attempts=attempts):

@@ -72,6 +72,9 @@ _H: Role = "handling"
 # The collecting side's states after a decision, where a late withdrawal refusal can land.
 _C_DECIDED = ("accepted", "processing", "suspended", "outcome_received", "delivered",
               "evaluated", "archived", "refused")
+# Where a reviewer's video check (远程视频核验) can be made, and where it can arrive.
+_H_REVIEWING = ("received", "supplement_requested", "supplied")
+_C_REVIEWING = ("under_review", "supplement_requested", "supplied", "withdrawing")
 # The handling side's states after the decision: withdrawal is refused there.
 _H_DECIDED = ("forwarding", "dead_letter", "processing", "suspended", "concluded",
               "outcome_acknowledged", "delivered", "evaluated", "archived", "refused")
@@ -105,6 +108,8 @@ TRANSITIONS: dict[tuple[Role, str, str], Transition] = {
     (_C, "supplement_requested", "supplement"): T("supplied", "supplied", send="supplement"),
     (_C, "supplied", "accept"): T("accepted", "accepted"),
     (_C, "supplied", "refuse"): T("refused", "refused"),
+    # 远程视频核验 in a virtual-window session: recorded in both chains; no state changes.
+    **{(_C, s, "video_check"): T(s, "video_checked") for s in _C_REVIEWING},
     # 撤回 before the decision; the decision may cross the withdrawal on the wire.
     (_C, "sent", "withdraw"): T("withdrawing", "withdrawal_requested", send="withdrawal"),
     (_C, "under_review", "withdraw"): T("withdrawing", "withdrawal_requested", send="withdrawal"),
@@ -153,6 +158,7 @@ TRANSITIONS: dict[tuple[Role, str, str], Transition] = {
     (_H, "supplement_requested", "supplement"): T("supplied", "supplied"),
     (_H, "supplied", "accept"): T("forwarding", "accepted", send="decision", timers=("+promise",)),
     (_H, "supplied", "refuse"): T("refused", "refused", send="decision"),
+    **{(_H, s, "video_check"): T(s, "video_checked", send="video_check") for s in _H_REVIEWING},
     # 撤回: accepted before the decision, refused after it.
     (_H, "received", "withdraw"): T("withdrawn", "withdrawn", send="withdrawn", timers=("-notice",)),
     (_H, "supplement_requested", "withdraw"): T("withdrawn", "withdrawn", send="withdrawn"),
@@ -192,7 +198,7 @@ LOCAL_EVENTS: dict[Role, frozenset[str]] = {
     "handling": frozenset({
         "accept", "request_supplement", "refuse", "notice_due", "forward_failed",
         "forward_exhausted", "operator_retry", "forwarded", "step", "suspend", "resume",
-        "promise_due", "conclude", "archive",
+        "promise_due", "conclude", "archive", "video_check",
     }),
 }
 
@@ -200,7 +206,7 @@ LOCAL_EVENTS: dict[Role, frozenset[str]] = {
 REMOTE_EVENTS: dict[Role, frozenset[str]] = {
     "collecting": frozenset({
         "received", "accept", "request_supplement", "refuse", "withdrawn", "withdrawal_refused",
-        "forwarded", "step", "suspend", "resume", "conclude",
+        "forwarded", "step", "suspend", "resume", "conclude", "video_check",
     }),
     "handling": frozenset({
         "submit", "submit_decided", "supplement", "withdraw", "outcome_ack", "deliver",
@@ -261,6 +267,7 @@ RECEIPT_NAMES_ZH = {
     "accepted": "已受理",
     "deemed_accepted": "逾期未告知补正，视为受理",
     "supplement_requested": "办理地要求补正",
+    "video_checked": "远程视频核验",
     "supplied": "已补正",
     "refused": "不予受理",
     "withdrawal_requested": "已申请撤回",

@@ -220,6 +220,8 @@ def example_body(case: Case, event: str, now: int, application: Any = None) -> A
             return ex.progress(now, event)
         case "conclude":
             return ex.outcome(now)
+        case "video_check":
+            return ex.video_check(now)
     return None
 
 

@@ -131,6 +131,8 @@ def message_for(event: str, now: int = NOW) -> tuple[str, Any]:
             return "delivery", ex.delivery(now)
         case "evaluate":
             return "evaluation", ex.evaluation(now)
+        case "video_check":
+            return "video_check", ex.video_check(now)
     raise AssertionError(f"no message for {event}")
 
 
