@@ -100,6 +100,27 @@ class WebConfig(_Section):
     lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
 
+class IceServer(_Section):
+    """A STUN or TURN server the browsers use to reach each other (RTCIceServer)."""
+
+    urls: list[Annotated[str, Field(pattern=r"^(stun|turn|turns):[^\s]+$")]] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+
+
+class VideoConfig(_Section):
+    """远程虚拟窗口: video between the two browsers (WebRTC); the nodes carry only the
+    signaling (docs/protocol.md §15)."""
+
+    #: STUN/TURN servers for real networks (halls behind NAT need a TURN server); none:
+    #: the browsers reach each other on their own addresses (one network).
+    ice_servers: list[IceServer] = []
+    #: A request nobody joins ends as 无人接听 after this long.
+    ring_minutes: int = Field(default=10, ge=1, le=120)
+    #: Tests: the browsers offer and use loopback candidates only (127.0.0.1).
+    loopback_only: bool = False
+
+
 class RetryPolicy(_Section):
     """Forwarding to a department: exponential backoff with jitter, under a deadline."""
 
@@ -195,6 +216,7 @@ class NodeConfig(_Section):
     nats: NatsConfig = NatsConfig()
     http: HttpConfig = HttpConfig()
     web: WebConfig = WebConfig()
+    video: VideoConfig = VideoConfig()
     departments: list[DepartmentConfig] = Field(default_factory=lambda: [_DEFAULT_DESK],
                                                 min_length=1)
     #: First review (初审) by rules instead of a reviewer: every complete application is

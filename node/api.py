@@ -18,6 +18,7 @@ from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
 from node.materials import MaterialTooLarge, material_ref
+from node.metrics import add_metrics_route
 from node.store import Changes
 from node.web import add_web_routes
 from protocol import Receipt, decode
@@ -203,5 +204,6 @@ def make_app(node: Node) -> web.Application:
     add_catalog_routes(app, NODE)
     add_joint_routes(app, NODE)
     add_circle_routes(app, NODE)
+    add_metrics_route(app, NODE)  # GET /metrics (Prometheus); access: node.web.auth
     add_web_routes(app, NODE)
     return app

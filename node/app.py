@@ -41,10 +41,15 @@ from node.catalog import Catalog
 from node.circle import Circle
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, Result
+from node.logs import current_region
 from node.materials import MaterialShelf
+from node.metrics import NodeMetrics
 from node.store import Changes, Store
 from node.store.catalog import CatalogIndex
+from node.store.video import FILENAME as VIDEO_FILENAME
+from node.store.video import VideoStore
 from node.transport import CATALOG_BUCKET, Inbound, NatsTransport, Transport
+from node.video import VirtualWindow
 from node.workdays import ChinaCalendar
 from protocol import ProtocolError, decode
 from protocol import bodies as b
@@ -129,8 +134,14 @@ class Node:
         self.ready = asyncio.Event()
         self._stopping = False
         self.counts = {"processed": 0, "batches": 0, "published": 0, "rejected": 0}
+        #: 远程虚拟窗口: video sessions with partners' windows and reviewers.
+        self.video = VirtualWindow(config.region, config.name,
+                                   VideoStore(config.data_dir / VIDEO_FILENAME), self.transport,
+                                   self.keys, self.registry, self.router, config.video, clock)
         #: Called with every ``Result`` once it is on disk (live pages, benchmarks).
         self.observers: list[Callable[[Result], None]] = []
+        #: ``GET /metrics``: counters updated below, gauges read from this node (node.metrics).
+        self.metrics = NodeMetrics(self)
 
     def __repr__(self) -> str:
         return f"<Node {self.region} {self.counts} queue={self._queue.qsize()}>"
@@ -143,6 +154,8 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; everything started here is stopped here."""
+        # The region in the log lines of this node's tasks (several nodes share a process).
+        region_token = current_region.set(self.region)
         self.store.start()
         try:
             await self.transport.start()
@@ -164,8 +177,10 @@ class Node:
                     self._resume_joints()
                     if self.config.auto_review:
                         self._resume_review()
+                    await self.video.start()
                     self.ready.set()
                     await stop.wait()
+                    await self.video.stop()
                     await self._stop_tasks()
                     self._fail_waiting(ConnectionAbortedError("the node is stopping"))
             finally:
@@ -174,8 +189,10 @@ class Node:
                 for department in self.departments:
                     await department.close()
         finally:
+            current_region.reset(region_token)
             await self.store.close()
             self.catalog.index.close()
+            self.video.close()
 
     async def command(self, command: Command) -> Result:
         """Run one of our own events through the engine; returns once it is on disk."""
@@ -295,12 +312,14 @@ class Node:
             self._after(result, follow_up)
             for observer in self.observers:
                 observer(result)
+        self.metrics.committed([item for item, _ in items], results, changes, now)
         follow_up += self._joint_withdrawals(changes.joints)
         for msg_id, subject, wire, _ in changes.outbox:
             self._outbox.put_nowait((msg_id, subject, wire))
         if changes.resend:
             for resent in self.store.outbox_items(changes.resend):
                 self._outbox.put_nowait(resent)
+                self.metrics.sent_again(resent[1])
         if changes.timers_set:
             self._timer_wake.set()
         if changes.materials:
@@ -358,6 +377,7 @@ class Node:
             while len(batch) < limit and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             acked = await self.transport.publish(batch, timeout)
+            self.metrics.published(batch, acked, self.clock())
             if acked:
                 now = self.clock()
                 await self.store.commit(Changes(sent=[(now, msg_id) for msg_id in acked]))

@@ -219,7 +219,10 @@ def verify(bundle: Path, trusted: tuple[Path, ...], circle_registry: Path | None
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="The node's TOML configuration (see config/examples/).")
-def node(config_path: Path) -> None:
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True,
+              envvar="TONGBAN_LOG_FORMAT", help="Logs on standard error: one JSON object a line "
+              "(for a log collector) or text; personal data is masked either way.")
+def node(config_path: Path, log_format: str) -> None:
     """Run one region's node until Ctrl-C (starts nats-server itself if no URL is set)."""
     import asyncio
 
@@ -241,7 +244,7 @@ def node(config_path: Path) -> None:
 
         await serve(config, stop, on_ready=ready)
 
-    _logging()
+    _logging(log_format, config.region)
     from node.catalog import CatalogConflict
     from routing.catalog_files import CatalogFileError
 
@@ -261,12 +264,14 @@ def node(config_path: Path) -> None:
 @click.option("--base-port", default=8081, show_default=True,
               help="HTTP port of the first node (0: any free ports).")
 @click.option("--once", is_flag=True, help="Walk one sample application, then stop.")
-def demo(base_port: int, once: bool) -> None:
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="text", show_default=True,
+              envvar="TONGBAN_LOG_FORMAT", help="Logs on standard error (personal data masked).")
+def demo(base_port: int, once: bool, log_format: str) -> None:
     """Embedded nats-server and three region nodes (郑州, 济南, 成都) with a sample walk."""
 
     from node.demo import run_demo
 
-    _logging()
+    _logging(log_format)
     sys.exit(loop.run(run_demo(base_port=base_port, once=once)))
 
 
@@ -329,10 +334,11 @@ def status(case_id: str, url: str) -> None:
                    f"{receipt['digest'][:16]}…  {receipt['data']}")
 
 
-def _logging() -> None:
-    import logging
+def _logging(log_format: str = "text", region: str | None = None) -> None:
+    """Warnings and errors on standard error, personal data masked (node.logs)."""
+    from node.logs import configure
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_format, region=region)
 
 
 @contextlib.contextmanager

@@ -102,6 +102,10 @@ class Result:
     step: Step | None = None
     reason: Reason | None = None
     detail: str = ""
+    #: For metrics: the partner (an inbox message's authenticated sender, or the case's
+    #: other region for a command) and an inbox message's kind; ``None`` when unknown.
+    peer: str | None = None
+    kind: str | None = None
 
 
 class Engine:
@@ -140,9 +144,13 @@ class Engine:
         results = []
         for item in inputs:
             if isinstance(item, Incoming):
-                results.append(batch.incoming(item))
+                result = batch.incoming(item)
+                result.peer, result.kind = batch.heard.get(item.msg_id, (None, None))
             else:
-                results.append(batch.command(item))
+                result = batch.command(item)
+                case = batch.cases.get(result.case_id or "")
+                result.peer = None if case is None else case.theirs
+            results.append(result)
         return batch.finish(), results
 
     def confirm(self) -> None:
@@ -187,6 +195,9 @@ class _Batch:
         self.seen_answers: dict[bytes, list[str]] = {}
         self.joints: dict[str, dict[str, Any]] = {}  # 多地联办 rows read or made in this batch
         self.new_joints: list[str] = []
+        #: Inbox messages whose sender was authenticated: msg id -> (sender, kind). Only
+        #: these name a partner in metrics, so a forged sender cannot add label values.
+        self.heard: dict[str, tuple[str, str]] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -201,6 +212,7 @@ class _Batch:
                 return self._pass_on(item, exc)
             return self._refuse(item, None, self._membership(item, exc))
         envelope = opened.envelope
+        self.heard[item.msg_id] = (envelope.sender, envelope.kind)
         if envelope.kind == "rejection" and not opened.receipts:
             return self._peer_rejection(item, opened)
         case = self._case(envelope.case)
@@ -472,6 +484,7 @@ class _Batch:
             envelope = self.engine.postmaster.authenticate(item.data, self.now)
         except RemoteProtocolError as exc:
             return self._refuse(item, None, exc)
+        self.heard[item.msg_id] = (envelope.sender, envelope.kind)
         router = self.engine.router
         if router is None:
             return self._refuse(item, envelope, misaddressed)

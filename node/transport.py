@@ -154,6 +154,8 @@ class Transport(Protocol):
     async def delete_value(self, bucket: str, key: str) -> None: ...
     async def watch_bucket(
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
+    async def listen_signals(self, handle: Callable[[bytes], Awaitable[None]]) -> None: ...
+    async def send_signal(self, region: str, data: bytes) -> None: ...
 
 
 class _NatsInbound:
@@ -198,6 +200,14 @@ class NatsTransport:
         self._rewatch_rounds: dict[str, int] = {}
         self.published = 0
         self.fetched = 0
+        #: Messages waiting in the inbox stream for the node, as of the last fetch
+        #: (JetStream's ``num_pending``; 0 after a fetch that found none): node.metrics.
+        self.inbox_pending = 0
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnects to NATS since the start (node.metrics)."""
+        return self._reconnect_round
 
     def __repr__(self) -> str:
         return (f"<NatsTransport {self.region} connected={self.connected} "
@@ -270,6 +280,7 @@ class NatsTransport:
         try:
             messages = await self._sub.fetch(batch, timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
+            self.inbox_pending = 0
             return []
         except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError,
                 nats.errors.NoRespondersError) as exc:
@@ -281,6 +292,8 @@ class NatsTransport:
             await asyncio.sleep(min(timeout, 1.0))
             return []
         self.fetched += len(messages)
+        with contextlib.suppress(Exception):  # a message without JetStream metadata: no count
+            self.inbox_pending = messages[-1].metadata.num_pending
         return [_NatsInbound(m) for m in messages]
 
     async def _recreate(self, pause: float) -> None:
@@ -384,6 +397,28 @@ class NatsTransport:
         except nats.errors.NoRespondersError as exc:
             raise ConnectionError(f"nobody listens on {subject}") from exc
         return reply.data  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- video signaling
+
+    async def listen_signals(self, handle: Callable[[bytes], Awaitable[None]]) -> None:
+        """Hand every signal sent to this region (``tb.<region>.rtc``) to ``handle``.
+
+        Core NATS, not JetStream: a signal is worth something for seconds only, so it
+        is delivered at most once and never stored (docs/protocol.md §15). nats-py
+        subscribes again by itself after a reconnect."""
+        async def deliver(msg: Any) -> None:
+            await handle(msg.data)
+
+        await self._nc.subscribe(f"tb.{self.region}.rtc", cb=deliver)
+
+    async def send_signal(self, region: str, data: bytes) -> None:
+        """Send one signal to ``region``; ``ConnectionError`` when NATS is not connected."""
+        if not self.connected or self._nc is None or self._nc.is_closed:
+            raise ConnectionError("NATS is not connected")
+        try:
+            await self._nc.publish(f"tb.{region}.rtc", data)
+        except nats.errors.Error as exc:
+            raise ConnectionError(f"signal to {region}: {exc}") from exc
 
     # ---------------------------------------------------------------- catalog
 

@@ -124,6 +124,10 @@ class Router:
         path = self._members.get(region)
         return None if path is None else path.status
 
+    def partners(self) -> list[str]:
+        """Every active member other than this one."""
+        return sorted(r for r, p in self._members.items() if r != self.here and p.status == "joined")
+
     def reaches(self, region: str) -> bool:
         """Whether ``region`` is an active member other than this one."""
         path = self._members.get(region)

@@ -80,7 +80,8 @@ def corpus() -> Corpus:
     pair = Pair()
     walks: dict[str, list[tuple[str, str, Callable[[int], Any]]]] = {
         "ZZ-TB-20261120-0001": [
-            ("h", "video_check", ex.video_check), ("h", "accept", ex.accept), ("h", "forwarded", ex.forwarded), ("h", "step", ex.progress),
+            ("h", "video_check", ex.video_check),
+            ("h", "accept", ex.accept), ("h", "forwarded", ex.forwarded), ("h", "step", ex.progress),
             ("h", "suspend", lambda t: ex.progress(t, "suspend")),
             ("h", "resume", lambda t: ex.progress(t, "resume")),
             ("h", "conclude", ex.outcome), ("c", "deliver", ex.delivery),

@@ -342,7 +342,7 @@ def test_project_opens_the_envelope_and_verifies_a_bundle(v: dict[str, Any]) -> 
 def test_hex_quoted_in_the_specification_is_in_the_vectors() -> None:
     text = SPEC.read_text(encoding="utf-8")
     start = text.index("\n## 11")
-    section = text[start:]
+    section = text[start:text.index("\n## 12", start)]
     quoted = set(re.findall(r"(?<![0-9a-f])[0-9a-f]{16,}(?![0-9a-f])", section))
     assert len(quoted) >= 20, "§11 should quote the key values inline"
     vectors = VECTORS.read_text(encoding="utf-8")

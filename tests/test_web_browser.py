@@ -129,7 +129,8 @@ async def test_a_clerk_signs_in_and_sees_the_landing_page(site: Site) -> None:
         header = await page.locator("header").inner_text()
         assert "郑州市" in header
         assert "李收件（窗口收件员）" in header
-        assert await page.locator("nav a").all_inner_texts() == ["首页", "办件列表", "事项查询", "修改密码"]
+        assert await page.locator("nav a").all_inner_texts() == ["首页", "办件列表", "事项查询", "视频窗口",
+                                                                  "修改密码"]
         assert await page.locator(".task-coming").count() == 0  # every clerk's task is built
         await shot(page, "02-clerk-home")
         await page.click("nav a:has-text('办件列表')")

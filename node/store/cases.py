@@ -369,6 +369,47 @@ class Store:
         return int(self._db.conn.execute(
             "SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
 
+    # ---------------------------------------------------------------- monitoring (node.metrics)
+
+    def outbox_pending_by_subject(self) -> list[tuple[str, int, int]]:
+        """Messages not yet acknowledged by JetStream: (subject, count, oldest created_at)."""
+        return [(str(s), int(n), int(oldest)) for s, n, oldest in self._db.conn.execute(
+            "SELECT subject, count(*), min(created_at) FROM outbox WHERE sent_at IS NULL "
+            "GROUP BY subject")]
+
+    def timers_due_by(self, soon: int, now: int) -> list[tuple[str, bool, int]]:
+        """Timers due by ``soon``: (name, already due at ``now``, count)."""
+        return [(str(name), bool(late), int(n)) for name, late, n in self._db.conn.execute(
+            "SELECT name, due <= :now AS late, count(*) FROM timers WHERE due <= :soon "
+            "GROUP BY name, late", {"now": now, "soon": soon})]
+
+    def overdue_promises(self) -> int:
+        """Open handling cases whose promise timer fired (an ``overdue`` receipt) and
+        has not been set again since (a 特别程序 that moved the date on)."""
+        return int(self._db.conn.execute(
+            "SELECT count(*) FROM cases c WHERE c.role = 'handling' AND c.state IN "
+            "('forwarding', 'dead_letter', 'processing') AND EXISTS (SELECT 1 FROM receipts r "
+            "WHERE r.case_id = c.case_id AND r.kind = 'overdue') AND NOT EXISTS (SELECT 1 FROM "
+            "timers t WHERE t.case_id = c.case_id AND t.name = 'promise')").fetchone()[0])
+
+    def count_in_state_by_peer(self, state: str) -> dict[str, int]:
+        return {str(peer): int(n) for peer, n in self._db.conn.execute(
+            "SELECT peer, count(*) FROM cases WHERE state = ? GROUP BY peer", (state,))}
+
+    def materials_backlog(self) -> dict[str, int]:
+        """Materials still to put into a partner's object store, or to fetch from ours."""
+        return {str(state): int(n) for state, n in self._db.conn.execute(
+            "SELECT state, count(*) FROM materials WHERE state IN ('to_send', 'to_fetch') "
+            "GROUP BY state")}
+
+    def previous_receipt_at(self, case_id: str, actor: str, idx: int) -> int | None:
+        """The time of a case's latest receipt before ``actor``'s receipt ``idx`` (either
+        chain): when the step before it was taken."""
+        row = self._db.conn.execute(
+            "SELECT max(at) FROM receipts WHERE case_id = ? AND NOT (actor = ? AND idx >= ?)",
+            (case_id, actor, idx)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def due_timers(self, now: int, limit: int = 500) -> list[tuple[str, str, int]]:
         return list(self._db.conn.execute(
             "SELECT case_id, name, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?",

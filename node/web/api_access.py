@@ -21,6 +21,9 @@ Either way the caller is an account: one of another region is refused (a clerk s
 only their own region's cases, architecture §9), and each route names the roles that
 may call it in ``API_ROLES``. A route missing from that table is refused for
 everyone (fail closed); a test checks that the table covers every ``/api`` route.
+
+``GET /metrics`` (Prometheus, ``node.metrics``) is let in the same two ways, for the
+local token or a session of 运维 or 管理员 (``metrics_account``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from config import ConfigError
 from node.api_errors import error
 from node.store.accounts import ROLES, Account
 
-__all__ = ["API_ROLES", "PUBLIC", "api_account", "bearer_matches", "local_account",
-           "local_token_digest"]
+__all__ = ["API_ROLES", "METRICS_ROLES", "PUBLIC", "api_account", "bearer_matches",
+           "local_account", "local_token_digest", "metrics_account"]
 
 STAFF = frozenset(ROLES)
 CLERK = frozenset({"clerk"})
@@ -124,10 +127,21 @@ def bearer_matches(request: web.Request, digest: bytes) -> bool | None:
     return hmac.compare_digest(given, digest)
 
 
+#: Who may read ``GET /metrics`` besides the local token (Prometheus scrapes with it).
+METRICS_ROLES = frozenset({"operator", "admin"})
+
+
+def metrics_account(request: web.Request, account: Account | None, *,
+                    region: str) -> web.Response | None:
+    """The refusal for ``GET /metrics`` (node.metrics), as for an API route of 运维 and
+    管理员: not in ``API_ROLES``, whose routes are all under ``/api``."""
+    return api_account(request, account, region=region, roles=METRICS_ROLES)
+
+
 def api_account(request: web.Request, account: Account | None, *,
-                region: str) -> web.Response | None:
+                region: str, roles: frozenset[str] | None = None) -> web.Response | None:
     """The refusal for this API request by ``account`` (``None``: not signed in), or
-    ``None`` when it may go on."""
+    ``None`` when it may go on. ``roles``: the route's, instead of ``API_ROLES``'."""
     route = request.match_info.route
     resource = route.resource
     if resource is None:  # no such route: the 404 (or 405) says so, signed in or not
@@ -145,7 +159,8 @@ def api_account(request: web.Request, account: Account | None, *,
                      f"您的账户属于地区 {account.region}，请使用您所在地区的节点",
                      f"this node serves staff of region {region} only; the account belongs "
                      f"to {account.region}")
-    roles = API_ROLES.get(key, frozenset())
+    if roles is None:
+        roles = API_ROLES.get(key, frozenset())
     if not account.roles & roles:
         needed = "、".join(ROLES[r] for r in sorted(roles)) or "（无人）"
         return error(403, "role", f"此接口仅供{needed}使用；如工作需要，请联系本节点管理员添加角色",

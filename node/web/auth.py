@@ -30,7 +30,8 @@ unlock at once (audited).
 **The JSON API** (``/api/...``) takes the node's local token or a signed-in session;
 who may call which route is ``node.web.api_access``. A session's state changes there
 carry its CSRF token in ``X-CSRF-Token``; a state change from another site's
-``Origin`` is refused before anything else.
+``Origin`` is refused before anything else. ``GET /metrics`` (Prometheus) goes the
+same way, for 运维 and 管理员 (``api_access.metrics_account``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from config.models import WebConfig
 from node.api_errors import error
 from node.store.accounts import ROLES, Account, AccountStore, SessionRow
-from node.web.api_access import api_account, bearer_matches, local_account
+from node.web.api_access import api_account, bearer_matches, local_account, metrics_account
 from node.web.render import error_page
 
 __all__ = [
@@ -287,6 +288,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     (nothing else is open to it until then)."""
     if request.path == "/api" or request.path.startswith("/api/"):
         return await _api(request, handler)
+    if request.path == "/metrics":  # Prometheus (node.metrics): as an API route of its own
+        return await _api(request, handler, metrics_account)
     auth = request.app[AUTH]
     cookie = request.cookies.get(auth.cookie_name)
     session = await auth.session(cookie) if cookie else None
@@ -310,7 +313,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _api(request: web.Request, handler: Handler,
+               refusal: Callable[..., web.Response | None] = api_account) -> web.StreamResponse:
     """The JSON API: the local token or a session, then the route's roles (api_access)."""
     if request.method not in SAFE_METHODS and not _same_origin(request):
         # A browser on another site (a form can post text/plain or multipart here).
@@ -334,7 +338,7 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
                              "CSRF token in the X-CSRF-Token header")
             request[SESSION] = session
             account = session.account
-    refused = api_account(request, account, region=auth.region)
+    refused = refusal(request, account, region=auth.region)
     return refused if refused is not None else await handler(request)
 
 

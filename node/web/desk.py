@@ -36,7 +36,9 @@ from node.web import desk_forms as forms
 from node.web.auth import account_of, clock_text, require
 from node.web.case_view import case_view
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
+from node.web.notices import notice_links
 from node.web.render import error_page, render
+from node.web.video import session_for_decision
 from protocol import bodies as b
 from protocol.calendar import working_days_between
 from protocol.codes import (
@@ -51,7 +53,7 @@ from protocol.fields import date_of
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload
 
-__all__ = ["add_desk_routes"]
+__all__ = ["add_desk_routes", "review_view"]
 
 #: The reviewer's states (初审 still to do or waiting on the window) and the department's.
 REVIEW_STATES = ("received", "supplied", "supplement_requested")
@@ -263,49 +265,12 @@ class DeskPages:
             "summary": ERRORS_SUMMARY.format(n=len(errors), button=DECISIONS.get(
                 form_name or "", "提交")) if errors else None,
             "promised": promised, "can_decide": "reviewer" in account.roles,
+            "notices": notice_links(node, row, view),
             "live": f"/desk/cases/{quote(row['case_id'])}/live",
             "page": f"/desk/cases/{quote(row['case_id'])}"}, status=status)
 
     def _view(self, node: Node, row: dict[str, Any], shown: str) -> dict[str, Any]:
-        view = case_view(node, row)
-        application: b.Application | None = view["application"]
-        entry = node.catalog.entry(node.region, application.matter.code,
-                                   application.matter.version) if application else None
-        labels = {f.name: f.label for f in entry.form} if entry else {}
-        form = [{"label": labels.get(v.field, v.field), "value": v.value}
-                for v in (application.form if application else ())]
-        refs = list(application.materials if application else ())
-        supplied = view["supplied"]
-        refs += [ref.model_copy(update={"name": f"{ref.name}（补正）"})
-                 for ref in (supplied.materials if supplied else ())]
-        materials, viewer = [], None
-        case_id = row["case_id"]
-        for ref in refs:
-            item: dict[str, Any] = {"name": ref.name, "mode": ref.mode, "count": ref.count,
-                                    "trust": ref.trust, "object": ref.object,
-                                    "verified_by": ref.verified_by}
-            if ref.object is not None:
-                held = node.store.material(ref.object)
-                item["arrived"] = held is not None and held["state"] != "to_fetch"
-                item["kind"] = VIEWABLE.get(ref.media_type or "", "")
-                item["size"] = file_size(ref.size or 0)
-                item["href"] = f"/desk/cases/{quote(case_id)}/materials/{ref.object}"
-                if ref.object == shown:
-                    viewer = item
-            materials.append(item)
-        progress = _progress(node, case_id)
-        catalog = [{"i": i, "name": m.name, "necessity": MATERIAL_NECESSITY[m.necessity],
-                    "standard": m.standard}
-                   for i, m in enumerate(entry.materials if entry else ())]
-        forwarded = _newest(node, case_id, "forwarded")
-        return {**view, "entry": entry, "form_values": form, "materials": materials,
-                "viewer": viewer, "progress": progress, "catalog": catalog,
-                "forwarded": forwarded,
-                "forwarded_at": clock_text(forwarded.forwarded_at) if forwarded else "",
-                "department_name": self._department_name(node),
-                "clock": clock_of(node, row["state"], node.store.case_snapshot(case_id) or {},
-                                  node.clock()),
-                "deferred": application.deferred if application else ()}
+        return review_view(node, row, shown)
 
     def _department_name(self, node: Node) -> str:
         return node.departments[0].name if node.departments else "承办部门"
@@ -349,12 +314,18 @@ class DeskPages:
         if errors or body is None:
             return self._review(request, values, errors, action, status=400)
         event = {"accept": "accept", "supplement": "request_supplement", "refuse": "refuse"}[action]
+        session = session_for_decision(node, row["case_id"], values.get("session", ""))
+        if session is not None:  # decided in a virtual-window session: the receipt names it
+            body = body.model_copy(update={"session": session})
         result = await node.command(Command(row["case_id"], event, body))
         if result.outcome != "applied":
             state = STATE_NAMES_ZH.get(row["state"], row["state"])
             return self._review(request, values, {"form": (
                 f"办件当前状态为“{state}”，不能{DECISIONS[action]}（{result.detail or result.outcome}）。"
                 f"请刷新页面查看最新状态后再操作。")}, action, status=409)
+        if session is not None:
+            node.video.note(session, by=account.username, what=f"decision:{action}")
+            raise web.HTTPSeeOther(f"/video/{session}?done={action}")
         raise web.HTTPSeeOther(f"/desk/cases/{quote(row['case_id'])}?done={action}")
 
     # ------------------------------------------------------------ 部门办理
@@ -525,3 +496,47 @@ def _level_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["clock"].level] += 1
     return counts
+
+
+def review_view(node: Node, row: dict[str, Any], shown: str) -> dict[str, Any]:
+    """The desk's view of a case: application, scans (``shown`` opened in the viewer),
+    clocks, progress; also the virtual-window session page's."""
+    view = case_view(node, row)
+    application: b.Application | None = view["application"]
+    entry = node.catalog.entry(node.region, application.matter.code,
+                               application.matter.version) if application else None
+    labels = {f.name: f.label for f in entry.form} if entry else {}
+    form = [{"label": labels.get(v.field, v.field), "value": v.value}
+            for v in (application.form if application else ())]
+    refs = list(application.materials if application else ())
+    supplied = view["supplied"]
+    refs += [ref.model_copy(update={"name": f"{ref.name}（补正）"})
+             for ref in (supplied.materials if supplied else ())]
+    materials, viewer = [], None
+    case_id = row["case_id"]
+    for ref in refs:
+        item: dict[str, Any] = {"name": ref.name, "mode": ref.mode, "count": ref.count,
+                                "trust": ref.trust, "object": ref.object,
+                                "verified_by": ref.verified_by}
+        if ref.object is not None:
+            held = node.store.material(ref.object)
+            item["arrived"] = held is not None and held["state"] != "to_fetch"
+            item["kind"] = VIEWABLE.get(ref.media_type or "", "")
+            item["size"] = file_size(ref.size or 0)
+            item["href"] = f"/desk/cases/{quote(case_id)}/materials/{ref.object}"
+            if ref.object == shown:
+                viewer = item
+        materials.append(item)
+    progress = _progress(node, case_id)
+    catalog = [{"i": i, "name": m.name, "necessity": MATERIAL_NECESSITY[m.necessity],
+                "standard": m.standard}
+               for i, m in enumerate(entry.materials if entry else ())]
+    forwarded = _newest(node, case_id, "forwarded")
+    return {**view, "entry": entry, "form_values": form, "materials": materials,
+            "viewer": viewer, "progress": progress, "catalog": catalog,
+            "forwarded": forwarded,
+            "forwarded_at": clock_text(forwarded.forwarded_at) if forwarded else "",
+            "department_name": (node.departments[0].name if node.departments else "承办部门"),
+            "clock": clock_of(node, row["state"], node.store.case_snapshot(case_id) or {},
+                              node.clock()),
+            "deferred": application.deferred if application else ()}

@@ -31,8 +31,10 @@ from node.web.auth import (
     require,
 )
 from node.web.desk import add_desk_routes
+from node.web.notices import add_notice_routes
 from node.web.render import error_page, render
 from node.web.verify import add_verify_routes
+from node.web.video import add_video_routes
 from node.web.window import add_window_routes
 from protocol.states import STATE_NAMES_ZH
 
@@ -354,3 +356,5 @@ def add_web_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     add_window_routes(app, node_key)  # 通办专窗: 事项查询, 收件登记, 办件详情
     add_verify_routes(app, node_key)  # /verify/{token} (public), /cases/{case_id}/receipt
     add_desk_routes(app, node_key)  # 待办队列, 办件审核, 部门办理 (/desk, /dept)
+    add_video_routes(app, node_key)  # 远程虚拟窗口 (/video)
+    add_notice_routes(app, node_key)  # /cases/{case_id}/notice/acceptance|supplement (printed)

@@ -17,6 +17,7 @@ NAVIGATION: list[tuple[str, str, frozenset[str] | None]] = [
     ("/window/matters", "事项查询", frozenset({"clerk"})),
     ("/desk", "待办队列", frozenset({"reviewer"})),
     ("/dept", "部门办理", frozenset({"department"})),
+    ("/video", "视频窗口", frozenset({"clerk", "reviewer"})),
     ("/admin/accounts", "账户管理", frozenset({"admin"})),
     ("/password", "修改密码", None),
 ]

@@ -57,6 +57,7 @@ from node.web import window_forms as forms
 from node.web.auth import account_of, clock_text, require
 from node.web.case_view import case_view, live_state
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
+from node.web.notices import notice_links
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol import decode
@@ -336,6 +337,7 @@ class WindowPages:
                   }.get(request.query.get("done", ""))
         return render(request, "window_case.html", {
             **view, "notice": notice, "values": values, "errors": errors, "form_name": form_name,
+            "notices": notice_links(node, row, view),
             "summary": ERRORS_SUMMARY.format(n=len(errors), button="提交") if errors else None,
             "can_act": "clerk" in account.roles and row["role"] == "collecting",
             "can_withdraw": withdrawable(row["state"]),

@@ -1,0 +1,186 @@
+// 远程虚拟窗口: the two browsers' WebRTC call. Signaling goes over this page's socket
+// to its node, and through NATS to the other node and the other browser; audio and
+// video go browser to browser. The caller (the 通办专窗) offers whenever the other
+// browser says "ready": it opened the page, came back after a reload, or its ICE
+// failed. When ICE drops, the caller restarts it. The state line says where the
+// call is: 等待对方接入, 正在连接, 已接通, 正在重新连接, 已结束.
+
+import { announce } from "./live.js";
+
+const page = document.getElementById("video-page");
+const role = page.dataset.role; // caller (the window) or callee (the reviewer)
+const stateLine = document.getElementById("call-state");
+const remoteVideo = document.getElementById("remote-video");
+const localVideo = document.getElementById("local-video");
+
+const LABELS = {
+  waiting: "等待对方接入……",
+  connecting: "正在建立音视频连接……",
+  connected: "已接通",
+  reconnecting: "网络中断，正在重新连接……",
+  ended: "会话已结束",
+  failed: "无法使用摄像头或麦克风",
+};
+
+let socket = null;
+let pc = null;
+let local = null;
+let session = null;
+let pending = [];
+let restartTimer = null;
+let shown = "";
+
+function show(state, extra) {
+  const text = LABELS[state] + (extra ? `（${extra}）` : "");
+  if (shown === text) return;
+  shown = text;
+  page.dataset.call = state;
+  stateLine.textContent = text;
+  announce(text);
+  if (state === "connected" || state === "reconnecting") send({ type: "media", state });
+}
+
+function send(message) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+async function media() {
+  if (!local) {
+    local = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    localVideo.srcObject = local;
+  }
+  return local;
+}
+
+function allowed(candidate) {
+  if (!session.loopback_only || !candidate || !candidate.candidate) return true;
+  return / (127\.0\.0\.1|::1) /.test(candidate.candidate);
+}
+
+// A new peer connection; the old one, if any, is dropped.
+async function fresh() {
+  if (pc) {
+    pc.onicecandidate = pc.ontrack = pc.oniceconnectionstatechange = null;
+    pc.close();
+  }
+  pending = [];
+  const stream = await media();
+  pc = new RTCPeerConnection({ iceServers: session.ice_servers });
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  const mine = pc;
+  pc.onicecandidate = (event) => {
+    if (event.candidate && allowed(event.candidate)) {
+      send({ type: "ice", candidate: event.candidate.toJSON() });
+    }
+  };
+  pc.ontrack = (event) => { remoteVideo.srcObject = event.streams[0]; };
+  pc.oniceconnectionstatechange = () => watch(mine);
+}
+
+function watch(conn) {
+  if (conn !== pc || !session || session.state !== "active") return;
+  const ice = conn.iceConnectionState;
+  if (ice === "connected" || ice === "completed") {
+    clearTimeout(restartTimer);
+    show("connected");
+  } else if (ice === "disconnected" || ice === "failed") {
+    show("reconnecting");
+    clearTimeout(restartTimer);
+    restartTimer = setTimeout(restart, ice === "failed" ? 0 : 2000);
+  }
+}
+
+async function restart() {
+  if (!pc || !session || session.state !== "active") return;
+  if (role === "caller") await offer(true);
+  else send({ type: "ready" }); // the caller offers anew
+}
+
+async function offer(iceRestart) {
+  await pc.setLocalDescription(await pc.createOffer({ iceRestart }));
+  send({ type: "sdp", description: pc.localDescription.toJSON() });
+}
+
+async function flush() {
+  for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
+}
+
+async function begin() {
+  try {
+    await fresh();
+  } catch (error) {
+    show("failed", "请检查摄像头和麦克风是否连接，并允许浏览器使用后刷新本页");
+    return false;
+  }
+  return true;
+}
+
+async function onSession(message) {
+  const before = session ? session.state : null;
+  session = message;
+  page.dataset.state = message.state;
+  if (message.state === "ended") {
+    end(message.outcome_zh);
+  } else if (message.state === "waiting") {
+    show("waiting");
+  } else if (before !== "active") { // active: at first, or on the page again
+    show("connecting");
+    if (await begin()) send({ type: "ready" });
+  }
+}
+
+async function onSignal(message) {
+  if (message.type === "session") {
+    await onSession(message);
+  } else if (message.type === "ready") {
+    if (!(await begin())) return;
+    if (role === "caller") await offer(false);
+    else send({ type: "ready" });
+  } else if (message.type === "sdp" && message.description) {
+    const description = message.description;
+    if (!pc && !(await begin())) return;
+    if (description.type === "offer") {
+      await pc.setRemoteDescription(description);
+      await flush();
+      await pc.setLocalDescription(await pc.createAnswer());
+      send({ type: "sdp", description: pc.localDescription.toJSON() });
+    } else if (pc.signalingState === "have-local-offer") {
+      await pc.setRemoteDescription(description);
+      await flush();
+    }
+  } else if (message.type === "ice" && allowed(message.candidate)) {
+    if (pc && pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
+    else pending.push(message.candidate);
+  }
+}
+
+function end(outcome) {
+  clearTimeout(restartTimer);
+  if (pc) pc.close();
+  pc = null;
+  if (local) for (const track of local.getTracks()) track.stop();
+  local = null;
+  localVideo.srcObject = null;
+  remoteVideo.srcObject = null;
+  show("ended", outcome);
+  if (socket) socket.close();
+}
+
+function connect(delay) {
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  socket = new WebSocket(`${scheme}//${window.location.host}/video/${page.dataset.session}/ws`);
+  let queue = Promise.resolve(); // one signal at a time, in order
+  socket.addEventListener("open", () => { delay = 1000; });
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    queue = queue.then(() => onSignal(message)).catch((error) => console.error(error));
+  });
+  socket.addEventListener("close", () => {
+    if (page.dataset.state === "ended") return;
+    if (session && session.state === "active") show("reconnecting", "与本节点的连接中断");
+    setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+  });
+}
+
+if (page.dataset.state !== "ended") connect(1000);
+else show("ended", page.dataset.outcome || "");
