@@ -78,7 +78,8 @@ def _env_value(raw: str) -> Any:
 
 _PATH_KEYS = {("data_dir",), ("keys_dir",), ("catalog",), ("circle", "anchor"),
               ("nats", "credentials"), ("nats", "tls", "ca"), ("nats", "tls", "cert"),
-              ("nats", "tls", "key"), ("http", "token_file")}
+              ("nats", "tls", "key"), ("http", "token_file"),
+              ("alerts", "webhook_token_file")}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

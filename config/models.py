@@ -121,6 +121,31 @@ class VideoConfig(_Section):
     loopback_only: bool = False
 
 
+class HealthConfig(_Section):
+    """Heartbeats (docs/protocol.md §16): how often this node beats, and when a partner
+    counts as silent (无心跳)."""
+
+    heartbeat_seconds: int = Field(default=10, ge=1, le=600)
+    #: A partner with no heartbeat for this long is flagged as silent ...
+    silent_after_seconds: int = Field(default=60, ge=2, le=86_400)
+    #: ... or, for the partners named here, for this long (a relay, a known slow link).
+    thresholds: dict[RegionCode, Annotated[int, Field(ge=2, le=86_400)]] = {}
+
+
+class AlertsConfig(_Section):
+    """运维告警: what is watched, and the webhook every alert is also sent to."""
+
+    #: POSTed a JSON object for each alert that starts or ends; none: the dashboard only.
+    webhook: HttpUrl | None = None
+    #: A file holding a bearer token for the webhook (sent as ``Authorization``).
+    webhook_token_file: Path | None = None
+    check_seconds: int = Field(default=15, ge=1, le=3600)
+    #: The data dir's disk is low when less than this much is free ...
+    min_free_mb: int = Field(default=1024, ge=0)
+    #: ... or less than this share of it.
+    min_free_percent: float = Field(default=5.0, ge=0, le=100)
+
+
 class RetryPolicy(_Section):
     """Forwarding to a department: exponential backoff with jitter, under a deadline."""
 
@@ -217,6 +242,8 @@ class NodeConfig(_Section):
     http: HttpConfig = HttpConfig()
     web: WebConfig = WebConfig()
     video: VideoConfig = VideoConfig()
+    health: HealthConfig = HealthConfig()
+    alerts: AlertsConfig = AlertsConfig()
     departments: list[DepartmentConfig] = Field(default_factory=lambda: [_DEFAULT_DESK],
                                                 min_length=1)
     #: First review (初审) by rules instead of a reviewer: every complete application is

@@ -37,10 +37,12 @@ from typing import Any
 
 from config import ConfigError
 from config.models import NodeConfig
+from node.alerts import Alerts
 from node.catalog import Catalog
 from node.circle import Circle
 from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, Result
+from node.health import PartnerHealth
 from node.logs import current_region
 from node.materials import MaterialShelf
 from node.metrics import NodeMetrics
@@ -142,6 +144,13 @@ class Node:
         self.observers: list[Callable[[Result], None]] = []
         #: ``GET /metrics``: counters updated below, gauges read from this node (node.metrics).
         self.metrics = NodeMetrics(self)
+        #: Heartbeats out and in; which partners are silent (node.health).
+        self.health = PartnerHealth(config.region, config.health, self.transport, self.keys,
+                                    self.registry, self.router, self.store, clock)
+        self.health.observers.append(self.metrics.partner_seen)
+        #: What operators must act on: the dashboard and the webhook (node.alerts).
+        self.alerts = Alerts(self, config.alerts, clock)
+        self.health.changed.add(self.alerts.recheck)
 
     def __repr__(self) -> str:
         return f"<Node {self.region} {self.counts} queue={self._queue.qsize()}>"
@@ -178,8 +187,11 @@ class Node:
                     if self.config.auto_review:
                         self._resume_review()
                     await self.video.start()
+                    await self.health.start()
+                    self._tasks_create(self.alerts.run(), name=f"{self.region}-alerts")
                     self.ready.set()
                     await stop.wait()
+                    await self.health.stop()
                     await self.video.stop()
                     await self._stop_tasks()
                     self._fail_waiting(ConnectionAbortedError("the node is stopping"))
@@ -527,6 +539,8 @@ class Node:
             handover = Handover(case_id, application.matter.code, application)
 
             async def failed(attempt: int, error: str) -> None:
+                await self.store.commit(Changes(forward_errors=[
+                    (case_id, self.clock(), attempt, error)]))  # why, for the operators
                 await self.command(Command(case_id, "forward_failed"))
 
             delivered, attempts, error = await forward_with_retries(
@@ -536,6 +550,7 @@ class Node:
             if not delivered:
                 log.error("dead letter: case %s could not be forwarded to %s (%s)",
                           case_id, department.name, error)
+                await self.store.commit(Changes(forward_errors=[(case_id, now, attempts, error)]))
                 await self.command(Command(case_id, "forward_exhausted"))
                 return
             commands = [Command(case_id, "forwarded", b.Forwarded(

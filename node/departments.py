@@ -172,7 +172,7 @@ async def forward_with_retries(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(remaining) | stop_after_delay(policy.deadline_s),
-        wait=wait_exponential_jitter(initial=policy.initial_s, max=policy.max_s,
+        wait=wait_exponential_jitter(multiplier=policy.initial_s, max=policy.max_s,
                                      jitter=policy.jitter_s),
         retry=retry_if_exception_type(DepartmentUnavailable),
         before_sleep=failed,

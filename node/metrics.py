@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from node.app import Node
     from node.engine import Command
 
-__all__ = ["PATH", "NodeMetrics", "add_metrics_route"]
+__all__ = ["PATH", "NodeMetrics", "add_metrics_route", "deadline_counts"]
 
 log = logging.getLogger("tongban.metrics")
 
@@ -349,23 +349,28 @@ class _NodeState:
         yield self._deadlines(now)
 
     def _deadlines(self, now: int) -> Metric:
-        """Cases about to miss or past a deadline: the 5-working-day 补正 notice
-        (``notice``, 行政许可法 §32) and the promised completion date (``promise``)."""
-        try:
-            soon = end_of_day(add_working_days(self.node.engine.calendar, date_of(now), 1))
-        except ValueError:  # the calendar does not cover the next days
-            soon = now + 86_400_000
-        counts = {(clock, level): 0 for clock in TIMER_EVENTS for level in LEVELS}
-        for name, late, count in self.node.store.timers_due_by(soon, now):
-            if name in TIMER_EVENTS:
-                counts[(name, "overdue" if late else "soon")] += count
-        counts[("promise", "overdue")] += self.node.store.overdue_promises()
         family = GaugeMetricFamily("tongban_deadline_cases", "Cases due by the end of the next "
                                    "working day (soon) or past due (overdue), by clock",
                                    labels=("clock", "level"))
-        for (clock, level), count in counts.items():
+        for (clock, level), count in deadline_counts(self.node, now).items():
             family.add_metric((clock, level), count)
         return family
+
+
+def deadline_counts(node: Node, now: int) -> dict[tuple[str, str], int]:
+    """Cases about to miss or past a deadline, by (clock, level): the 5-working-day 补正
+    notice (``notice``, 行政许可法 §32) and the promised completion date (``promise``);
+    ``soon`` is due by the end of the next working day."""
+    try:
+        soon = end_of_day(add_working_days(node.engine.calendar, date_of(now), 1))
+    except ValueError:  # the calendar does not cover the next days
+        soon = now + 86_400_000
+    counts = {(clock, level): 0 for clock in TIMER_EVENTS for level in LEVELS}
+    for name, late, count in node.store.timers_due_by(soon, now):
+        if name in TIMER_EVENTS:
+            counts[(name, "overdue" if late else "soon")] += count
+    counts[("promise", "overdue")] += node.store.overdue_promises()
+    return counts
 
 
 def _partners(node: Node) -> list[str]:

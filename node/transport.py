@@ -156,6 +156,8 @@ class Transport(Protocol):
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
     async def listen_signals(self, handle: Callable[[bytes], Awaitable[None]]) -> None: ...
     async def send_signal(self, region: str, data: bytes) -> None: ...
+    async def listen_heartbeats(self, handle: Callable[[bytes], Awaitable[None]]) -> None: ...
+    async def send_heartbeat(self, data: bytes) -> None: ...
 
 
 class _NatsInbound:
@@ -413,12 +415,25 @@ class NatsTransport:
 
     async def send_signal(self, region: str, data: bytes) -> None:
         """Send one signal to ``region``; ``ConnectionError`` when NATS is not connected."""
+        await self._publish_core(f"tb.{region}.rtc", data)
+
+    async def listen_heartbeats(self, handle: Callable[[bytes], Awaitable[None]]) -> None:
+        """Hand every partner's heartbeat (``tb.*.health``, core NATS) to ``handle``."""
+        async def deliver(msg: Any) -> None:
+            await handle(msg.data)
+
+        await self._nc.subscribe("tb.*.health", cb=deliver)
+
+    async def send_heartbeat(self, data: bytes) -> None:
+        await self._publish_core(f"tb.{self.region}.health", data)
+
+    async def _publish_core(self, subject: str, data: bytes) -> None:
         if not self.connected or self._nc is None or self._nc.is_closed:
             raise ConnectionError("NATS is not connected")
         try:
-            await self._nc.publish(f"tb.{region}.rtc", data)
+            await self._nc.publish(subject, data)
         except nats.errors.Error as exc:
-            raise ConnectionError(f"signal to {region}: {exc}") from exc
+            raise ConnectionError(f"{subject}: {exc}") from exc
 
     # ---------------------------------------------------------------- catalog
 

@@ -189,6 +189,11 @@ def date_of(millis: int) -> dt.date:
     return dt.datetime.fromtimestamp(millis / 1000, _CST).date()
 
 
+def clock_text(millis: int) -> str:
+    """An instant as people here read it (北京时间), e.g. ``2026-06-01 14:35``."""
+    return dt.datetime.fromtimestamp(millis / 1000, _CST).strftime("%Y-%m-%d %H:%M")
+
+
 def end_of_day(day: dt.date) -> int:
     """The last millisecond of ``day`` in China Standard Time."""
     start = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), _CST)

@@ -123,11 +123,12 @@ def test_code_set_is_documented(spec: str, code_set: dict[object, str]) -> None:
 
 def test_tags_quoted_in_the_spec_match_the_code(spec: str) -> None:
     from protocol.envelope import TAG_ENVELOPE, TAG_RECEIPT
+    from protocol.health import TAG_HEARTBEAT
     from protocol.machine import TAG_EVENT
     from protocol.rtc import TAG_SIGNAL
     from receipts.sealing import COMMIT_TAG, PAYLOAD_TAG
     from receipts.signing import ROOT_TAG
 
     for tag in (TAG_ENVELOPE, TAG_RECEIPT, TAG_EVENT, ROOT_TAG, PAYLOAD_TAG, COMMIT_TAG,
-                b"tongban/1 chunk\x00", TAG_SIGNAL):
+                b"tongban/1 chunk\x00", TAG_SIGNAL, TAG_HEARTBEAT):
         assert f"`{tag.hex()}`" in spec, f"the spec should quote the tag {tag!r} in hex"

@@ -280,3 +280,19 @@ async def test_a_consultation_nobody_takes_is_cancelled_by_the_window(tmp_path: 
         finally:
             await browser.close()
     await asyncio.sleep(0)
+
+
+def test_the_deploy_guides_video_settings_are_a_valid_configuration(tmp_path: Path) -> None:
+    import re
+    import tomllib
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text(
+        encoding="utf-8")
+    section = guide[guide.index("## 10 The virtual window"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    settings = tomllib.loads(block.group(1))
+    config = parse_config({"region": JINAN, "name": "济南市", "data_dir": "d", **settings},
+                          base=tmp_path, environ={})
+    assert [s.urls[0].split(":")[0] for s in config.video.ice_servers] == ["stun", "turn"]
+    assert config.video.ice_servers[1].username == "tongban"

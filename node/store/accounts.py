@@ -24,13 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import StoreError, migrate, open_database
+from node.store.cases import SideStore
 
 __all__ = ["FILENAME", "ROLES", "Account", "AccountError", "AccountStore", "AuditRow", "SessionRow"]
 
@@ -131,34 +129,9 @@ _ACCOUNT_COLUMNS = ("id, username, display_name, region, password_hash, disabled
                     "must_change_password, failed_attempts, locked_until, created_at, updated_at")
 
 
-class AccountStore:
+class AccountStore(SideStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._conn = open_database(path, synchronous="FULL").conn
-        migrate(self._conn, MIGRATIONS)
-        self._lock = threading.Lock()  # one transaction at a time, whichever thread
-
-    def __repr__(self) -> str:
-        return f"<AccountStore {self.path}>"
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"accounts: {exc}") from exc
-                raise
+        super().__init__(path, MIGRATIONS, synchronous="FULL", what="accounts")
 
     # ---------------------------------------------------------------- accounts
 
@@ -316,6 +289,24 @@ class AccountStore:
             rows = self._conn.execute(
                 "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?",
                 (limit,)).fetchall()
+        return [AuditRow(int(at), actor, action, target, json.loads(detail))
+                for at, actor, action, target, detail in rows]
+
+    def record(self, now: int, actor: str, action: str, target: str | None,
+               detail: dict[str, Any]) -> None:
+        """An operator's action on the node (a dead letter retried, a refused message
+        marked handled ...): its audit row, alone."""
+        with self._write() as conn:
+            _audit(conn, now, actor, action, target, detail)
+
+    def audit_of(self, actions: Iterable[str], limit: int = 50) -> list[AuditRow]:
+        """The newest audit rows of the given actions."""
+        chosen = sorted(set(actions))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT at, actor, action, target, detail FROM audit WHERE action IN "
+                f"({','.join('?' * len(chosen))}) ORDER BY id DESC LIMIT ?",
+                (*chosen, limit)).fetchall()
         return [AuditRow(int(at), actor, action, target, json.loads(detail))
                 for at, actor, action, target, detail in rows]
 

@@ -20,13 +20,14 @@ the code understands is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import queue
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, closed_at INTEGER)""",
         "CREATE INDEX joints_open ON joints(joint_id) WHERE closed_at IS NULL",
     ),
+    (  # version 4: 运维 — refused messages marked handled; why forwarding a case failed
+        "ALTER TABLE rejections ADD COLUMN handled_at INTEGER",
+        "ALTER TABLE rejections ADD COLUMN handled_by TEXT",
+        """CREATE TABLE forward_errors (
+            case_id TEXT NOT NULL, at INTEGER NOT NULL, attempt INTEGER NOT NULL,
+            error TEXT NOT NULL)""",
+        "CREATE INDEX forward_errors_case ON forward_errors(case_id, at)",
+    ),
 ]
 
 
@@ -108,6 +117,42 @@ def open_database(path: Path, *, synchronous: str) -> sqlite_utils.Database:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"数据库无法打开 / cannot open database {path}: {exc}") from exc
     return db
+
+
+class SideStore:
+    """A small database of its own beside the case database (accounts, video sessions):
+    opened and migrated at once, written one short transaction at a time from any thread
+    (``_write``), read under the same lock."""
+
+    def __init__(self, path: Path, migrations: list[tuple[str, ...]], *, synchronous: str,
+                 what: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._what = what
+        self._conn = open_database(path, synchronous=synchronous).conn
+        migrate(self._conn, migrations)
+        self._lock = threading.Lock()  # one transaction at a time, whichever thread
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}>"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"{self._what}: {exc}") from exc
+                raise
 
 
 def migrate(conn: sqlite3.Connection, migrations: list[tuple[str, ...]]) -> None:
@@ -158,6 +203,10 @@ class Changes:
     #: Joint cases (多地联办) to insert or update: joint_id, matter, policy, state, parts
     #: [(case_id, handling)], outcomes, at, closed_at.
     joints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Refused inbound messages an operator marked handled (运维: 忽略): (rowid, at, by).
+    rejections_handled: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
+    #: Failed attempts to forward a case to its department: (case_id, at, attempt, error).
+    forward_errors: list[tuple[str, int, int, str]] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in dataclasses.fields(self))
@@ -441,6 +490,36 @@ class Store:
         row = self._db.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
+    # ---------------------------------------------------------------- operators (node.web.ops)
+
+    def rejection_rows(self, *, handled: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """Refused inbound messages with their row id, newest first: those not yet marked
+        handled, or (``handled``) those that were, with who did it and when."""
+        cursor = self._db.conn.execute(
+            "SELECT rowid AS id, msg_id, sender, case_id, code, detail, at, handled_at, "
+            "handled_by FROM rejections WHERE (handled_at IS NOT NULL) = ? "
+            "ORDER BY at DESC LIMIT ?", (handled, limit))
+        return _all(cursor)
+
+    def rejection_row(self, rowid: int) -> dict[str, Any] | None:
+        return _one(self._db.conn.execute(
+            "SELECT rowid AS id, msg_id, sender, case_id, code, detail, at, handled_at, "
+            "handled_by FROM rejections WHERE rowid = ?", (rowid,)))
+
+    def envelope_log(self, case_id: str) -> list[dict[str, Any]]:
+        """A case's messages both ways, oldest first: direction (in/out), kind, peer, time
+        and, for ours, when JetStream stored it in the partner's inbox (``acked_at``)."""
+        return _all(self._db.conn.execute(
+            "SELECT e.direction, e.msg_id, e.kind, e.peer, e.at, o.sent_at AS acked_at "
+            "FROM envelopes e LEFT JOIN outbox o ON o.msg_id = e.msg_id AND e.direction = 'out' "
+            "WHERE e.case_id = ? ORDER BY e.at, e.rowid", (case_id,)))
+
+    def forward_errors(self, case_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Why forwarding the case failed, newest first (the dead-letter reason is the first)."""
+        return _all(self._db.conn.execute(
+            "SELECT at, attempt, error FROM forward_errors WHERE case_id = ? "
+            "ORDER BY at DESC, rowid DESC LIMIT ?", (case_id, limit)))
+
     def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
         cursor = self._db.conn.execute(
             "SELECT msg_id, sender, case_id, code, detail, at FROM rejections "
@@ -537,6 +616,13 @@ def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
             "updated_at = excluded.updated_at, closed_at = excluded.closed_at",
             [{**j, "parts": json.dumps(j["parts"]), "outcomes": json.dumps(j["outcomes"])}
              for j in changes.joints])
+    if changes.rejections_handled:  # the first operator's mark stays
+        execute("UPDATE rejections SET handled_at = ?, handled_by = ? WHERE rowid = ? "
+                "AND handled_at IS NULL", [(at, by, rowid)
+                                           for rowid, at, by in changes.rejections_handled])
+    if changes.forward_errors:
+        execute("INSERT INTO forward_errors (case_id, at, attempt, error) VALUES (?, ?, ?, ?)",
+                [(c, at, n, error[:500]) for c, at, n, error in changes.forward_errors])
     for name, value in changes.counters.items():
         conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
                      "DO UPDATE SET value = max(value, excluded.value)", (name, value))

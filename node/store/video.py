@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import StoreError, migrate, open_database
+from node.store.cases import SideStore
 
 __all__ = ["FILENAME", "SessionEvent", "VideoSession", "VideoStore"]
 
@@ -77,34 +74,9 @@ class SessionEvent:
 _COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoSession))
 
 
-class VideoStore:
+class VideoStore(SideStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._conn = open_database(path, synchronous="NORMAL").conn
-        migrate(self._conn, MIGRATIONS)
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<VideoStore {self.path}>"
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"video sessions: {exc}") from exc
-                raise
+        super().__init__(path, MIGRATIONS, synchronous="NORMAL", what="video sessions")
 
     def create(self, session: VideoSession, *, who: str) -> None:
         """A new session; a second one with the same id is ignored (a repeated invite)."""

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import functools
 import hashlib
 import hmac
@@ -55,6 +54,7 @@ from node.api_errors import error
 from node.store.accounts import ROLES, Account, AccountStore, SessionRow
 from node.web.api_access import api_account, bearer_matches, local_account, metrics_account
 from node.web.render import error_page
+from protocol.fields import clock_text
 
 __all__ = [
     "AUTH",
@@ -81,7 +81,6 @@ TOUCH_MS = 60_000
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CHINA = datetime.timezone(datetime.timedelta(hours=8), "北京时间")
 
 
 def password_problem(username: str, password: str) -> str | None:
@@ -97,9 +96,6 @@ def password_problem(username: str, password: str) -> str | None:
     return None
 
 
-def clock_text(ms: int) -> str:
-    """A time as people here read it (北京时间), e.g. ``2026-06-01 14:35``."""
-    return datetime.datetime.fromtimestamp(ms / 1000, CHINA).strftime("%Y-%m-%d %H:%M")
 
 
 @dataclasses.dataclass(frozen=True)

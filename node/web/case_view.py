@@ -9,7 +9,6 @@ from typing import Any
 
 from node.app import Node
 from node.web import window_forms as forms
-from node.web.auth import clock_text
 from node.web.live import region_name
 from protocol import bodies as b
 from protocol import decode
@@ -20,6 +19,7 @@ from protocol.codes import (
     SATISFACTION,
 )
 from protocol.errors import ProtocolError
+from protocol.fields import clock_text
 from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload, receipt_from_fields
 

@@ -33,7 +33,7 @@ from node.app import Node
 from node.departments import Desk
 from node.engine import Command, Result
 from node.web import desk_forms as forms
-from node.web.auth import account_of, clock_text, require
+from node.web.auth import account_of, require
 from node.web.case_view import case_view
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
 from node.web.notices import notice_links
@@ -49,7 +49,7 @@ from protocol.codes import (
     SPECIAL_PROCEDURES,
 )
 from protocol.errors import ProtocolError
-from protocol.fields import date_of
+from protocol.fields import clock_text, date_of
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import decode_envelope, decode_payload
 

@@ -44,7 +44,7 @@ import segno
 from aiohttp import web
 
 from node.app import Node
-from node.web.auth import clock_text, require
+from node.web.auth import require
 from node.web.case_view import case_view
 from node.web.live import region_name
 from node.web.render import error_page, render
@@ -53,6 +53,7 @@ from protocol import Receipt, decode
 from protocol import bodies as b
 from protocol.codes import ID_TYPES
 from protocol.errors import ProtocolError
+from protocol.fields import clock_text
 from protocol.masking import mask_id_number, mask_name, mask_phone
 from protocol.states import STATE_NAMES_ZH
 from protocol.wire import receipt_from_fields

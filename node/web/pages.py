@@ -26,16 +26,17 @@ from node.web.auth import (
     Auth,
     account_of,
     auth_middleware,
-    clock_text,
     password_problem,
     require,
 )
 from node.web.desk import add_desk_routes
 from node.web.notices import add_notice_routes
+from node.web.ops import add_ops_routes
 from node.web.render import error_page, render
 from node.web.verify import add_verify_routes
 from node.web.video import add_video_routes
 from node.web.window import add_window_routes
+from protocol.fields import clock_text
 from protocol.states import STATE_NAMES_ZH
 
 __all__ = ["add_web_routes"]
@@ -61,8 +62,9 @@ TASKS: dict[str, list[tuple[str | None, str, str]]] = {
     ],
     "operator": [
         ("/cases", "办件列表", "查看本节点的全部办件"),
-        (None, "运行监控", "节点、消息服务与流转积压情况"),
-        (None, "流转重试", "处理流转失败（死信）的办件"),
+        ("/ops", "运行监控", "节点、消息服务与流转积压情况"),
+        ("/ops/dead-letters", "流转重试", "处理流转失败（死信）的办件"),
+        ("/ops/deadlines", "时限预警", "即将到期或已逾期的办件，按预警级别"),
     ],
     "admin": [
         ("/admin/accounts", "账户管理", "新建账户、重置密码、停用与启用、解锁，查看审计记录"),
@@ -80,7 +82,8 @@ DONE = {
 }
 AUDIT_ACTIONS = {"create": "新建账户", "reset_password": "重置密码", "change_password": "本人修改密码",
                  "disable": "停用", "enable": "启用", "unlock": "解锁", "set_roles": "调整角色",
-                 "lock": "连续输错密码，自动锁定"}
+                 "lock": "连续输错密码，自动锁定",
+                 "retry_forward": "死信重试流转", "discard_rejection": "忽略拒收报文"}
 
 
 def _safe_next(target: str | None) -> str:
@@ -358,3 +361,4 @@ def add_web_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     add_desk_routes(app, node_key)  # 待办队列, 办件审核, 部门办理 (/desk, /dept)
     add_video_routes(app, node_key)  # 远程虚拟窗口 (/video)
     add_notice_routes(app, node_key)  # /cases/{case_id}/notice/acceptance|supplement (printed)
+    add_ops_routes(app, node_key)  # 运维: /ops 运行监控, 时限预警, 办件追踪, 死信处理

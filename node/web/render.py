@@ -18,6 +18,7 @@ NAVIGATION: list[tuple[str, str, frozenset[str] | None]] = [
     ("/desk", "待办队列", frozenset({"reviewer"})),
     ("/dept", "部门办理", frozenset({"department"})),
     ("/video", "视频窗口", frozenset({"clerk", "reviewer"})),
+    ("/ops", "运行监控", frozenset({"operator", "admin"})),
     ("/admin/accounts", "账户管理", frozenset({"admin"})),
     ("/password", "修改密码", None),
 ]

@@ -39,12 +39,13 @@ import segno
 from aiohttp import web
 
 from node.app import Node
-from node.web.auth import AUTH, clock_text, require
+from node.web.auth import AUTH, require
 from node.web.render import error_page, render
 from protocol import Receipt, decode
 from protocol import bodies as b
 from protocol.codes import COLLECTION_MODES, DAY_UNITS, ID_TYPES
 from protocol.errors import ProtocolError
+from protocol.fields import clock_text
 from protocol.masking import mask_id_number, mask_name, mask_phone
 from protocol.states import RECEIPT_NAMES_ZH, STATE_NAMES_ZH
 from protocol.wire import receipt_from_fields

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -40,17 +41,19 @@ from node.engine import Command
 from node.store.accounts import Account
 from node.store.video import VideoSession
 from node.video import VideoError
-from node.web.auth import account_of, clock_text, require
+from node.web.auth import Handler, account_of, require
 from node.web.live import region_name
 from node.web.render import error_page, render
 from protocol import bodies as b
-from protocol.fields import SESSION_PATTERN
+from protocol.fields import SESSION_PATTERN, clock_text
 from protocol.rtc import OUTCOMES
 from protocol.states import STATE_NAMES_ZH
 
 __all__ = ["add_video_routes", "session_for_decision"]
 
 SESSION = re.compile(SESSION_PATTERN)
+SessionHandler = Callable[[web.Request, Node, VideoSession, Account],
+                          Awaitable[web.StreamResponse]]
 STATES_ZH = {"waiting": "等待对方接入", "active": "会话中", "ended": "已结束"}
 CHECKS = {"identity": "身份核验（视频比对本人与证件）", "materials": "材料核验（视频查看原件）"}
 
@@ -63,11 +66,11 @@ def add_video_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     app.router.add_get("/video", staff(pages.listing))
     app.router.add_post("/video", clerk(pages.start))
     app.router.add_get("/video/live", staff(pages.listing_live))
-    app.router.add_get("/video/{session}", staff(pages.session_page))
-    app.router.add_get("/video/{session}/ws", staff(pages.signaling))
-    app.router.add_post("/video/{session}/join", reviewer(pages.join))
-    app.router.add_post("/video/{session}/end", staff(pages.end))
-    app.router.add_post("/video/{session}/check", reviewer(pages.check))
+    app.router.add_get("/video/{session}", staff(pages.in_session(pages.session_page)))
+    app.router.add_get("/video/{session}/ws", staff(pages.in_session(pages.signaling)))
+    app.router.add_post("/video/{session}/join", reviewer(pages.in_session(pages.join)))
+    app.router.add_post("/video/{session}/end", staff(pages.in_session(pages.end)))
+    app.router.add_post("/video/{session}/check", reviewer(pages.in_session(pages.check)))
 
 
 def session_for_decision(node: Node, case_id: str, given: str) -> str | None:
@@ -168,12 +171,8 @@ class VideoPages:
 
     # ------------------------------------------------------------ one session
 
-    async def session_page(self, request: web.Request) -> web.StreamResponse:
-        node = self.node(request)
-        session = self._session(request)
-        if isinstance(session, web.Response):
-            return session
-        account = _account(request)
+    async def session_page(self, request: web.Request, node: Node, session: VideoSession,
+                            account: Account) -> web.StreamResponse:
         context: dict[str, Any] = {
             "s": self._row(session), "done": request.query.get("done", ""),
             "can_take": "reviewer" in account.roles and session.role == "callee",
@@ -206,16 +205,12 @@ class VideoPages:
             base["promised"] = case.promised_date_from(node.clock()) if case else ""
         return base
 
-    async def signaling(self, request: web.Request) -> web.StreamResponse:
+    async def signaling(self, request: web.Request, node: Node, session: VideoSession,
+                         account: Account) -> web.StreamResponse:
         """The browser's signaling socket: session states out; ready, sdp, ice and
         hangup in, passed on to the other browser through the two nodes."""
         if _foreign(request):
             return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
-        node = self.node(request)
-        session = self._session(request)
-        if isinstance(session, web.Response):
-            return session
-        account = _account(request)
         ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=128 * 1024)
         await ws.prepare(request)
 
@@ -236,12 +231,8 @@ class VideoPages:
             detach()
         return ws
 
-    async def join(self, request: web.Request) -> web.StreamResponse:
-        node = self.node(request)
-        session = self._session(request)
-        if isinstance(session, web.Response):
-            return session
-        account = _account(request)
+    async def join(self, request: web.Request, node: Node, session: VideoSession,
+                    account: Account) -> web.StreamResponse:
         try:
             await node.video.join(session.id, label=f"{node.config.name}审核席位",
                                   by=account.username)
@@ -249,21 +240,14 @@ class VideoPages:
             return error_page(request, 409, "未能接入", exc.zh, "请返回视频窗口列表刷新后再试。")
         raise web.HTTPSeeOther(f"/video/{session.id}")
 
-    async def end(self, request: web.Request) -> web.StreamResponse:
-        node = self.node(request)
-        session = self._session(request)
-        if isinstance(session, web.Response):
-            return session
-        await node.video.end(session.id, by=_account(request).username)
+    async def end(self, request: web.Request, node: Node, session: VideoSession,
+                   account: Account) -> web.StreamResponse:
+        await node.video.end(session.id, by=account.username)
         raise web.HTTPSeeOther(f"/video/{session.id}")
 
-    async def check(self, request: web.Request) -> web.StreamResponse:
+    async def check(self, request: web.Request, node: Node, session: VideoSession,
+                     account: Account) -> web.StreamResponse:
         """身份核验 / 材料核验 in the session: a ``video_check`` step in both chains."""
-        node = self.node(request)
-        session = self._session(request)
-        if isinstance(session, web.Response):
-            return session
-        account = _account(request)
         form = await request.post()
         check = str(form.get("check", ""))
         if session.role != "callee" or session.case_id is None or check not in CHECKS:
@@ -287,6 +271,16 @@ class VideoPages:
         raise web.HTTPSeeOther(f"/video/{session.id}?done={check}")
 
     # ------------------------------------------------------------ helpers
+
+    def in_session(self, handler: SessionHandler) -> Handler:
+        """A handler of one session's route, given the node, the session and the account
+        (or the page saying there is no such session or that it is not this account's)."""
+        async def handle(request: web.Request) -> web.StreamResponse:
+            session = self._session(request)
+            if isinstance(session, web.Response):
+                return session
+            return await handler(request, self.node(request), session, _account(request))
+        return handle
 
     def _session(self, request: web.Request) -> VideoSession | web.Response:
         node = self.node(request)

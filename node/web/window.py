@@ -54,7 +54,7 @@ from node.joint_intake import collect_joint, joint_view
 from node.materials import MaterialTooLarge
 from node.store import Changes
 from node.web import window_forms as forms
-from node.web.auth import account_of, clock_text, require
+from node.web.auth import account_of, require
 from node.web.case_view import case_view, live_state
 from node.web.live import ERRORS_SUMMARY, Live, attach, file_size, push, region_name
 from node.web.notices import notice_links
@@ -73,7 +73,7 @@ from protocol.codes import (
     SERVICE_OBJECTS,
     TONGBAN_MODES,
 )
-from protocol.fields import date_of
+from protocol.fields import clock_text, date_of
 from protocol.joint import JOINT_STATES_ZH, withdrawable
 from protocol.routes import SignedRouteRefusal
 from protocol.states import STATE_NAMES_ZH

@@ -1,14 +1,20 @@
 // 远程虚拟窗口: the two browsers' WebRTC call. Signaling goes over this page's socket
 // to its node, and through NATS to the other node and the other browser; audio and
-// video go browser to browser. The caller (the 通办专窗) offers whenever the other
-// browser says "ready": it opened the page, came back after a reload, or its ICE
-// failed. When ICE drops, the caller restarts it. The state line says where the
-// call is: 等待对方接入, 正在连接, 已接通, 正在重新连接, 已结束.
+// video go browser to browser. The state line says where the call is: 等待对方接入,
+// 正在连接, 已接通, 正在重新连接, 已结束.
+//
+// Negotiation: only the caller (the 通办专窗) offers. Each offer starts a generation
+// ("gen", a random id) and everything of one generation carries it; the callee starts
+// a fresh connection for a new generation, and either side drops what belongs to an
+// old one, so offers that cross a reload or a restart cannot mix. The callee asks for
+// an offer with "ready" when it comes to the page (first, or after a reload) and when
+// its ICE fails; the caller offers when the session becomes active, on "ready", and
+// restarts ICE in place when its connection drops.
 
 import { announce } from "./live.js";
 
 const page = document.getElementById("video-page");
-const role = page.dataset.role; // caller (the window) or callee (the reviewer)
+const caller = page.dataset.role === "caller";
 const stateLine = document.getElementById("call-state");
 const remoteVideo = document.getElementById("remote-video");
 const localVideo = document.getElementById("local-video");
@@ -24,6 +30,7 @@ const LABELS = {
 
 let socket = null;
 let pc = null;
+let gen = "";
 let local = null;
 let session = null;
 let pending = [];
@@ -44,37 +51,35 @@ function send(message) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
 }
 
-async function media() {
-  if (!local) {
-    local = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-    localVideo.srcObject = local;
-  }
-  return local;
-}
-
 function allowed(candidate) {
   if (!session.loopback_only || !candidate || !candidate.candidate) return true;
   return / (127\.0\.0\.1|::1) /.test(candidate.candidate);
 }
 
-// A new peer connection; the old one, if any, is dropped.
-async function fresh() {
+// A new peer connection for generation `id`; the old one, if any, is dropped.
+async function fresh(id) {
+  clearTimeout(restartTimer);
   if (pc) {
     pc.onicecandidate = pc.ontrack = pc.oniceconnectionstatechange = null;
     pc.close();
   }
+  pc = null;
   pending = [];
-  const stream = await media();
-  pc = new RTCPeerConnection({ iceServers: session.ice_servers });
-  for (const track of stream.getTracks()) pc.addTrack(track, stream);
-  const mine = pc;
-  pc.onicecandidate = (event) => {
+  if (!local) {
+    local = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    localVideo.srcObject = local;
+  }
+  const conn = new RTCPeerConnection({ iceServers: session.ice_servers });
+  for (const track of local.getTracks()) conn.addTrack(track, local);
+  conn.onicecandidate = (event) => {
     if (event.candidate && allowed(event.candidate)) {
-      send({ type: "ice", candidate: event.candidate.toJSON() });
+      send({ type: "ice", gen: id, candidate: event.candidate.toJSON() });
     }
   };
-  pc.ontrack = (event) => { remoteVideo.srcObject = event.streams[0]; };
-  pc.oniceconnectionstatechange = () => watch(mine);
+  conn.ontrack = (event) => { remoteVideo.srcObject = event.streams[0]; };
+  conn.oniceconnectionstatechange = () => watch(conn);
+  pc = conn;
+  gen = id;
 }
 
 function watch(conn) {
@@ -86,33 +91,39 @@ function watch(conn) {
   } else if (ice === "disconnected" || ice === "failed") {
     show("reconnecting");
     clearTimeout(restartTimer);
-    restartTimer = setTimeout(restart, ice === "failed" ? 0 : 2000);
+    restartTimer = setTimeout(() => restart(conn), ice === "failed" ? 0 : 2000);
   }
 }
 
-async function restart() {
-  if (!pc || !session || session.state !== "active") return;
-  if (role === "caller") await offer(true);
-  else send({ type: "ready" }); // the caller offers anew
+async function restart(conn) {
+  if (conn !== pc || !session || session.state !== "active") return;
+  if (caller) await offer(true); // ICE restart on the same connection
+  else send({ type: "ready" });
 }
 
 async function offer(iceRestart) {
-  await pc.setLocalDescription(await pc.createOffer({ iceRestart }));
-  send({ type: "sdp", description: pc.localDescription.toJSON() });
+  if (!iceRestart || !pc) await fresh(Math.random().toString(36).slice(2));
+  const mine = pc;
+  const description = await mine.createOffer({ iceRestart });
+  if (mine !== pc) return; // a newer generation started meanwhile
+  await mine.setLocalDescription(description);
+  send({ type: "sdp", gen, description: mine.localDescription.toJSON() });
 }
 
 async function flush() {
   for (const candidate of pending.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
 }
 
-async function begin() {
+async function safely(step) {
   try {
-    await fresh();
+    await step();
   } catch (error) {
-    show("failed", "请检查摄像头和麦克风是否连接，并允许浏览器使用后刷新本页");
-    return false;
+    if (error && (error.name === "NotAllowedError" || error.name === "NotFoundError")) {
+      show("failed", "请检查摄像头和麦克风是否连接，并允许浏览器使用后刷新本页");
+    } else {
+      console.error(error);
+    }
   }
-  return true;
 }
 
 async function onSession(message) {
@@ -125,30 +136,30 @@ async function onSession(message) {
     show("waiting");
   } else if (before !== "active") { // active: at first, or on the page again
     show("connecting");
-    if (await begin()) send({ type: "ready" });
+    if (caller) await offer(false);
+    else send({ type: "ready" });
   }
 }
 
 async function onSignal(message) {
   if (message.type === "session") {
     await onSession(message);
-  } else if (message.type === "ready") {
-    if (!(await begin())) return;
-    if (role === "caller") await offer(false);
-    else send({ type: "ready" });
+  } else if (message.type === "ready" && caller) {
+    await offer(false);
   } else if (message.type === "sdp" && message.description) {
     const description = message.description;
-    if (!pc && !(await begin())) return;
-    if (description.type === "offer") {
+    if (description.type === "offer" && !caller) {
+      if (message.gen !== gen || !pc) await fresh(message.gen);
       await pc.setRemoteDescription(description);
       await flush();
       await pc.setLocalDescription(await pc.createAnswer());
-      send({ type: "sdp", description: pc.localDescription.toJSON() });
-    } else if (pc.signalingState === "have-local-offer") {
+      send({ type: "sdp", gen, description: pc.localDescription.toJSON() });
+    } else if (description.type === "answer" && caller && message.gen === gen
+               && pc && pc.signalingState === "have-local-offer") {
       await pc.setRemoteDescription(description);
       await flush();
     }
-  } else if (message.type === "ice" && allowed(message.candidate)) {
+  } else if (message.type === "ice" && message.gen === gen && allowed(message.candidate)) {
     if (pc && pc.remoteDescription) await pc.addIceCandidate(message.candidate).catch(() => {});
     else pending.push(message.candidate);
   }
@@ -173,7 +184,7 @@ function connect(delay) {
   socket.addEventListener("open", () => { delay = 1000; });
   socket.addEventListener("message", (event) => {
     const message = JSON.parse(event.data);
-    queue = queue.then(() => onSignal(message)).catch((error) => console.error(error));
+    queue = queue.then(() => safely(() => onSignal(message)));
   });
   socket.addEventListener("close", () => {
     if (page.dataset.state === "ended") return;
