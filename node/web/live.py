@@ -21,18 +21,39 @@ from node.app import Node
 from node.engine import Result
 from routing.regions import official_name
 
-__all__ = ["ERRORS_SUMMARY", "Live", "attach", "file_size", "push", "region_name"]
+__all__ = ["ERRORS_SUMMARY", "Live", "OpenSockets", "attach", "file_size", "push", "region_name",
+           "serve_socket", "watching"]
 
 #: The summary above a form that was refused, field by field.
 ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
 
 
-class Live:
+class OpenSockets:
+    """The open web sockets of some pages, closed when the app shuts down (``closing``)."""
+
+    def __init__(self) -> None:
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sockets={len(self.sockets)}>"
+
+    def closing(self, app: web.Application) -> None:
+        async def close(app: web.Application) -> None:
+            await self.close_all()
+
+        app.on_shutdown.append(close)
+
+    async def close_all(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message="节点正在停止".encode())
+
+
+class Live(OpenSockets):
     """Which sockets follow which case; woken by the node's observer."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.waiting: dict[str, set[asyncio.Event]] = {}
-        self.sockets: set[web.WebSocketResponse] = set()
 
     def __repr__(self) -> str:
         return f"<Live sockets={len(self.sockets)} cases={len(self.waiting)}>"
@@ -51,9 +72,6 @@ class Live:
             if not events:
                 del self.waiting[case_id]
 
-    async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            await ws.close(code=1001, message="节点正在停止".encode())
 
 
 L = TypeVar("L", bound=Live)
@@ -72,41 +90,78 @@ def attach(app: web.Application, node_key: web.AppKey[Node], key: web.AppKey[L],
             if live.wake in node.observers:
                 node.observers.remove(live.wake)
 
-    async def close_sockets(app: web.Application) -> None:
-        await live.close_all()
-
     app.cleanup_ctx.append(lifetime)
-    app.on_shutdown.append(close_sockets)
+    live.closing(app)
 
 
 async def push(request: web.Request, live: Live, case_ids: tuple[str, ...],
                snapshot: Callable[[], dict[str, Any] | None]) -> web.StreamResponse:
     """A web socket sent ``snapshot()`` now and whenever it changes after one of
     ``case_ids`` moved; the page says nothing. Another site's page is refused."""
+    last: list[dict[str, Any] | None] = [None]
+
+    def follow(woken: asyncio.Event) -> Callable[[], None]:
+        for case_id in case_ids:
+            live.follow(case_id, woken)
+
+        def leave() -> None:
+            for case_id in case_ids:
+                live.leave(case_id, woken)
+
+        return leave
+
+    def changed() -> dict[str, Any] | None:
+        state = snapshot()
+        if state is None or state == last[0]:
+            return None
+        last[0] = state
+        return state
+
+    return await serve_socket(request, live, follow, changed)
+
+
+def watching(*listeners: set[asyncio.Event]) -> Callable[[asyncio.Event], Callable[[], None]]:
+    """For ``serve_socket``: wake the socket whenever one of these sets' events is set."""
+
+    def follow(woken: asyncio.Event) -> Callable[[], None]:
+        for events in listeners:
+            events.add(woken)
+
+        def leave() -> None:
+            for events in listeners:
+                events.discard(woken)
+
+        return leave
+
+    return follow
+
+
+async def serve_socket(request: web.Request, sockets: OpenSockets,
+                       follow: Callable[[asyncio.Event], Callable[[], None]],
+                       message: Callable[[], dict[str, Any] | None]) -> web.StreamResponse:
+    """A web socket of a live page: sent ``message()`` now and each time the event that
+    ``follow`` registered (it returns the undo) is set; ``None`` sends nothing. The page
+    says nothing; another site's page is refused."""
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     woken = asyncio.Event()
-    live.sockets.add(ws)
-    for case_id in case_ids:
-        live.follow(case_id, woken)
+    leave = follow(woken)
+    sockets.sockets.add(ws)
     receiving = asyncio.ensure_future(ws.receive())
     waking: asyncio.Future[Any] | None = None
-    last: dict[str, Any] | None = None
     try:
         while not ws.closed:
-            state = snapshot()
-            if state is not None and state != last:
-                await ws.send_str(json.dumps(state, ensure_ascii=False))
-                last = state
+            news = message()
+            if news is not None:
+                await ws.send_str(json.dumps(news, ensure_ascii=False))
             waking = asyncio.ensure_future(woken.wait())
             await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
             if receiving.done():
-                message = receiving.result()
-                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                    WSMsgType.ERROR):
+                if receiving.result().type in (WSMsgType.CLOSE, WSMsgType.CLOSING,
+                                               WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
                 receiving = asyncio.ensure_future(ws.receive())  # the page says nothing
             woken.clear()
@@ -114,9 +169,8 @@ async def push(request: web.Request, live: Live, case_ids: tuple[str, ...],
         for task in (receiving, waking):
             if task is not None and not task.done():
                 task.cancel()
-        for case_id in case_ids:
-            live.leave(case_id, woken)
-        live.sockets.discard(ws)
+        leave()
+        sockets.sockets.discard(ws)
         await ws.close()
     return ws
 

@@ -27,19 +27,18 @@ Changes are POSTs that redirect back (post/redirect/get), under the CSRF token.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from node.app import Node
 from node.engine import Command
 from node.evidence import bundle_for
 from node.store import Changes
 from node.web.auth import AUTH, account_of, require
-from node.web.live import region_name
+from node.web.live import OpenSockets, region_name, serve_socket, watching
 from node.web.ops_cases import ESCALATIONS, counts_by_partner, deadlines, trace
 from node.web.ops_data import (
     LATENCY_GROUPS,
@@ -67,18 +66,8 @@ ALERT_LEVELS = {"critical": "严重", "warning": "警告"}
 OTHER_SENDERS = {"unknown": "未知发件方", "other": "其他"}
 
 
-class Sockets:
-    """The dashboards' open sockets, closed when the app shuts down."""
-
-    def __init__(self) -> None:
-        self.open: set[web.WebSocketResponse] = set()
-
-    def __repr__(self) -> str:
-        return f"<Sockets open={len(self.open)}>"
-
-
 RECORDER = web.AppKey("ops_recorder", Recorder)
-SOCKETS = web.AppKey("ops_sockets", Sockets)
+SOCKETS = web.AppKey("ops_sockets", OpenSockets)  # the dashboards' sockets
 
 
 def add_ops_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
@@ -88,14 +77,9 @@ def add_ops_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     checker = SignatureChecker(capacity=1024)
     recording(app, lambda a: Recorder(a[node_key].metrics.registry, a[node_key].clock,
                                       interval=ops_data.INTERVAL_S), RECORDER)
-    sockets = Sockets()
+    sockets = OpenSockets()
     app[SOCKETS] = sockets
-
-    async def close_sockets(app: web.Application) -> None:
-        for ws in list(sockets.open):
-            await ws.close(code=1001, message="节点正在停止".encode())
-
-    app.on_shutdown.append(close_sockets)
+    sockets.closing(app)
     ops = require("operator", "admin", own_region=True)
 
     def page(handler: Callable[[web.Request, Node], Awaitable[web.StreamResponse]]
@@ -177,53 +161,26 @@ async def dashboard(request: web.Request, node: Node) -> web.StreamResponse:
 async def live(request: web.Request, node: Node) -> web.StreamResponse:
     """The recorded hour at once, then each new point, and a word at every change of the
     partners' health or the alerts; the page says nothing."""
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
-        return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
-    recorder, sockets = request.app[RECORDER], request.app[SOCKETS]
-    ws = web.WebSocketResponse(heartbeat=30.0)
-    await ws.prepare(request)
-    woken = asyncio.Event()
-    watched = (recorder.listeners, node.health.changed, node.alerts.changed)
-    for listeners in watched:
-        listeners.add(woken)
-    sockets.open.add(ws)
-    receiving = asyncio.ensure_future(ws.receive())
-    waking: asyncio.Future[Any] | None = None
-    try:
-        points = list(recorder.points)
+    recorder = request.app[RECORDER]
+    sent = {"last": -1}
+
+    def message() -> dict[str, Any]:
         latest = recorder.latest
-        await ws.send_str(json.dumps({
-            "type": "history", "interval": recorder.interval, "points": points,
-            "latency": latency_json(latest) if latest is not None else {}}, ensure_ascii=False))
-        last = points[-1]["t"] if points else 0
-        while not ws.closed:
-            waking = asyncio.ensure_future(woken.wait())
-            await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving.done():
-                message = receiving.result()
-                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                    WSMsgType.ERROR):
-                    break
-                receiving = asyncio.ensure_future(ws.receive())
-                continue
-            woken.clear()
-            update: dict[str, Any] = {"type": "update"}
-            if recorder.points and recorder.points[-1]["t"] > last:
-                update["point"] = recorder.points[-1]
-                last = update["point"]["t"]
-                if recorder.latest is not None:
-                    update["latency"] = latency_json(recorder.latest)
-            await ws.send_str(json.dumps(update, ensure_ascii=False))
-    finally:
-        for task in (receiving, waking):
-            if task is not None and not task.done():
-                task.cancel()
-        for listeners in watched:
-            listeners.discard(woken)
-        sockets.open.discard(ws)
-        await ws.close()
-    return ws
+        if sent["last"] < 0:  # first: the hour recorded so far
+            points = list(recorder.points)
+            sent["last"] = points[-1]["t"] if points else 0
+            return {"type": "history", "interval": recorder.interval, "points": points,
+                    "latency": latency_json(latest) if latest is not None else {}}
+        update: dict[str, Any] = {"type": "update"}
+        if recorder.points and recorder.points[-1]["t"] > sent["last"]:
+            update["point"] = recorder.points[-1]
+            sent["last"] = update["point"]["t"]
+            if latest is not None:
+                update["latency"] = latency_json(latest)
+        return update
+
+    return await serve_socket(request, request.app[SOCKETS], watching(
+        recorder.listeners, node.health.changed, node.alerts.changed), message)
 
 
 def _ago(now: int, then: int) -> str:

@@ -26,7 +26,6 @@ take and hold the handling side's; both only of their own region.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -42,7 +41,7 @@ from node.store.accounts import Account
 from node.store.video import VideoSession
 from node.video import VideoError
 from node.web.auth import Handler, account_of, require
-from node.web.live import region_name
+from node.web.live import OpenSockets, region_name, serve_socket, watching
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol.fields import SESSION_PATTERN, clock_text
@@ -58,8 +57,14 @@ STATES_ZH = {"waiting": "等待对方接入", "active": "会话中", "ended": "�
 CHECKS = {"identity": "身份核验（视频比对本人与证件）", "materials": "材料核验（视频查看原件）"}
 
 
+#: The video lists' sockets (one per reviewer's page, for the badge).
+SOCKETS = web.AppKey("video_sockets", OpenSockets)
+
+
 def add_video_routes(app: web.Application, node_key: web.AppKey[Node]) -> None:
     pages = VideoPages(node_key)
+    app[SOCKETS] = OpenSockets()
+    app[SOCKETS].closing(app)
     staff = require("clerk", "reviewer", own_region=True)
     clerk = require("clerk", own_region=True)
     reviewer = require("reviewer", own_region=True)
@@ -108,32 +113,17 @@ class VideoPages:
             "values": values, "errors": errors}, status=status)
 
     async def listing_live(self, request: web.Request) -> web.StreamResponse:
-        """A socket that says ``{"waiting": n}`` now and whenever any session changes."""
-        if _foreign(request):
-            return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
+        """A socket that says ``{"waiting": n, "version": v}`` now and whenever any
+        session changes."""
         node = self.node(request)
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        changed = asyncio.Event()
-        node.video.changed.add(changed)
-        receiving = asyncio.ensure_future(ws.receive())
-        try:
-            while not ws.closed:
-                waiting = sum(1 for s in node.video.store.open_sessions()
-                              if s.role == "callee" and s.state == "waiting")
-                await ws.send_str(json.dumps({"waiting": waiting,
-                                              "version": node.video.store.version()}))
-                waking = asyncio.ensure_future(changed.wait())
-                await asyncio.wait({receiving, waking}, return_when=asyncio.FIRST_COMPLETED)
-                waking.cancel()
-                if receiving.done():
-                    break  # the page says nothing; anything is its going away
-                changed.clear()
-        finally:
-            receiving.cancel()
-            node.video.changed.discard(changed)
-            await ws.close()
-        return ws
+
+        def message() -> dict[str, Any]:
+            waiting = sum(1 for s in node.video.store.open_sessions()
+                          if s.role == "callee" and s.state == "waiting")
+            return {"waiting": waiting, "version": node.video.store.version()}
+
+        return await serve_socket(request, request.app[SOCKETS], watching(node.video.changed),
+                                  message)
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         """发起远程视频: about a case (``case_id``) or a stand-alone consultation."""
