@@ -14,6 +14,8 @@ Figures (JSON):
 * ``p50_ms`` / ``p99_ms``: latency of each application at half that rate (open loop);
 * ``rss_mb``: resident memory of each node at the end (and, with ``--soak``, every
   ``soak/10`` seconds at half load: the soak shows whether memory stays flat);
+* ``metrics_scrape_ms``: building ``GET /metrics`` of the collecting node with all the
+  run's cases on disk (its gauges read the store at every scrape);
 * ``raw_floor_per_s``: the same number and size of JetStream messages per
   application (6), published, consumed and acked by plain nats-py with no
   protocol, in the same run; ``ratio`` = apps_per_s / raw_floor_per_s.
@@ -243,6 +245,7 @@ async def _run(seconds: float, window: int, soak: float, base: Path,
                     soak_rss.append({C: _rss_mb(), H: _rss_mb(handling.pid)})
             rss = {C: _rss_mb(), H: _rss_mb(handling.pid)}
             sizes = _message_sizes(node)
+            scrape_ms = _scrape_ms(node)
             stop.set()
             await running
         finally:
@@ -268,11 +271,26 @@ async def _run(seconds: float, window: int, soak: float, base: Path,
         "message_bytes": [size for _, size in sizes],
         "window": window,
         "seconds": seconds,
+        "metrics_scrape_ms": scrape_ms,
     }
     if soak:
         result["soak_s"] = soak
         result["soak_rss_mb"] = soak_rss
     return result
+
+
+def _scrape_ms(node: Node) -> dict[str, float]:
+    """How long ``GET /metrics`` takes to build with the cases of the run on disk
+    (median of 5), and how many cases that is."""
+    from prometheus_client.exposition import generate_latest
+
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        generate_latest(node.metrics.registry)
+        timings.append(time.perf_counter() - start)
+    return {"median": round(statistics.median(timings) * 1000, 2),
+            "cases": sum(node.store.count_states().values())}
 
 
 def _message_sizes(node: Node) -> list[tuple[str, int]]:

@@ -440,6 +440,21 @@ def bench_protocol(seconds: float, batch: int, as_json: bool) -> None:
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench.command("video")
+@click.option("--count", default=1000, show_default=True, help="Signals timed one at a time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def bench_video(count: int, as_json: bool) -> None:
+    """The virtual window's signaling: sign-and-check cost, node-to-node hop, rate."""
+    from node.bench_video import run
+
+    if not as_json:
+        click.echo(f"measuring {count} signals between two nodes ...", err=True)
+    _logging()
+    with _progress_bar("bench video") as progress:
+        result = run(count=count, progress=progress)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 main.add_command(accounts)
 main.add_command(catalog)
 main.add_command(circle)

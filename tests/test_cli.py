@@ -22,7 +22,7 @@ def tongban(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 def test_every_command_has_help() -> None:
     for command in ([], ["keys"], ["keys", "new"], ["verify"], ["node"], ["demo"], ["submit"],
                     ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
-                    ["bench", "catalog"], ["bench", "circle"], ["accounts"], ["accounts", "add"],
+                    ["bench", "catalog"], ["bench", "circle"], ["bench", "video"], ["accounts"], ["accounts", "add"],
                     ["catalog"], ["catalog", "import"],
                     ["catalog", "publish"],
                     ["catalog", "export"], ["catalog", "search"], ["circle"], ["circle", "status"],
@@ -114,6 +114,16 @@ def test_bench_catalog_reports_every_figure() -> None:
     for key in ("sync_s", "search_p99_ms", "update_propagation_ms", "rss_mb"):
         assert figures[key] > 0, key
     assert "bench catalog: searching" in result.stderr  # progress, one line per phase
+
+
+def test_bench_video_reports_every_figure() -> None:
+    result = tongban("bench", "video", "--count", "50", "--json", timeout=110)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["samples"] == 50
+    for value in (figures["seal_open_us"], figures["signals_per_s"], *figures["hop_ms"].values(),
+                  *figures["setup_ms"].values()):
+        assert value > 0
 
 
 def test_bench_circle_reports_every_figure() -> None:
