@@ -16,10 +16,11 @@ Every ``[alerts] check_seconds`` (and whenever a partner turns silent or healthy
 
 An alert is *firing* from the check that first sees it until the check that no
 longer does (*resolved*); each start and end goes into the history and, with
-``[alerts] webhook``, is POSTed as JSON (``{"event": "firing"|"resolved", "alert":
+``[alerts] webhook``, is POSTed as JSON (``{"event": "firing"|"updated"|"resolved", "alert":
 {...}, "region", "name", "at"}``) in the background, with a few retries, so a slow
 webhook never holds the node. An alert whose count changes (3 overdue cases, then 5)
-stays the same alert, with its text brought up to date.
+stays the same alert, with its text brought up to date; when its level changes (due
+soon, then overdue) it is also sent again as ``updated``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
+from config import ConfigError
 from config.models import AlertsConfig
 from protocol.fields import clock_text
 
@@ -77,7 +79,8 @@ class Alerts:
         #: Set to look again at once (the partners' health changed).
         self.recheck = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
-        self._token: str | None = None
+        self._token = None if config.webhook_token_file is None else _read_token(
+            config.webhook_token_file)
 
     def __repr__(self) -> str:
         return f"<Alerts {self.node.region} active={sorted(self._active)}>"
@@ -91,8 +94,6 @@ class Alerts:
 
     async def run(self) -> None:
         """Check until cancelled; then wait a moment for webhooks still being sent."""
-        if self.config.webhook_token_file is not None:
-            self._token = await asyncio.to_thread(_read_token, self.config.webhook_token_file)
         try:
             while True:
                 try:
@@ -122,6 +123,8 @@ class Alerts:
                 changed = True
             elif (held.title, held.detail, held.level) != (alert.title, alert.detail, alert.level):
                 self._active[key] = dataclasses.replace(alert, since=held.since)
+                if held.level != alert.level:  # e.g. due soon → overdue: the webhook hears it
+                    self._record(now, "updated", self._active[key])
                 changed = True
         if changed:
             for event in self.changed:
@@ -173,8 +176,8 @@ class Alerts:
 
     def _record(self, now: int, event: str, alert: Alert) -> None:
         self._history.append((now, event, alert))
-        log.warning("alert %s: %s (%s)", event, alert.title, alert.key) if event == "firing" \
-            else log.info("alert %s: %s (%s)", event, alert.title, alert.key)
+        level = logging.INFO if event == "resolved" else logging.WARNING
+        log.log(level, "alert %s: %s (%s)", event, alert.title, alert.key)
         if self.config.webhook is not None:
             task = asyncio.get_running_loop().create_task(self._post(event, alert, now))
             self._sending.add(task)
@@ -211,4 +214,13 @@ def _storage_low(path: Path, config: AlertsConfig) -> str | None:
 
 
 def _read_token(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
+    """The webhook's bearer token; ``ConfigError`` when the file cannot be used."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"无法读取告警 webhook 的令牌文件 / cannot read the alert webhook's "
+                          f"token file [alerts] webhook_token_file = {path}: {exc}") from exc
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"告警 webhook 的令牌文件 {path} 应为一行令牌 / the alert webhook's "
+                          "token file must hold the token on one line")
+    return token

@@ -187,11 +187,13 @@ class Node:
                     if self.config.auto_review:
                         self._resume_review()
                     await self.video.start()
-                    await self.health.start()
-                    self._tasks_create(self.alerts.run(), name=f"{self.region}-alerts")
+                    await self.health.listen()
+                    for watcher, name in ((self.video.watch, "video"),
+                                          (self.health.beat, "heartbeat"),
+                                          (self.alerts.run, "alerts")):
+                        self._tasks_create(watcher(), name=f"{self.region}-{name}")
                     self.ready.set()
                     await stop.wait()
-                    await self.health.stop()
                     await self.video.stop()
                     await self._stop_tasks()
                     self._fail_waiting(ConnectionAbortedError("the node is stopping"))

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Every ``[health] heartbeat_seconds`` the node sends a signed heartbeat
 (``protocol.health``) to ``tb.<region>.health`` on core NATS, and it listens to
-``tb.*.health``. A heartbeat is taken when it is fresh and signed by a key the
-registry holds for its region, from a joined member (``receipts.rtc``); it records
+``tb.*.health``. A heartbeat is taken when it is fresh, newer than the last one taken from its region,
+came on its region's own subject, and is signed by a key the registry holds for that
+region, a joined member (``receipts.rtc``); it records
 when that partner was last heard from (our clock) and when its node started.
 
 A partner is **silent** (无心跳) when nothing came from it for its threshold
@@ -74,22 +75,15 @@ class PartnerHealth:
         #: Called with (region, at) for every heartbeat taken (node.metrics).
         self.observers: list[Callable[[str, int], None]] = []
         self._silent: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._last_at: dict[str, int] = {}  # the sender's clock of the last heartbeat taken
 
     def __repr__(self) -> str:
         return f"<PartnerHealth {self.region} heard={len(self.last_seen)} silent={self._silent}>"
 
-    async def start(self) -> None:
+    async def listen(self) -> None:
+        """Take partners' heartbeats from now on (the transport is connected)."""
         self.started_at = self.clock()
         await self.transport.listen_heartbeats(self._on_heartbeat)
-        self._task = asyncio.create_task(self._beat(), name=f"{self.region}-heartbeat")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def threshold_s(self, region: str) -> int:
         return self.config.thresholds.get(region, self.config.silent_after_seconds)
@@ -129,7 +123,9 @@ class PartnerHealth:
         since = self.last_seen.get(region, self.started_at)
         return now - since > self.threshold_s(region) * 1000
 
-    async def _beat(self) -> None:
+    async def beat(self) -> None:
+        """Send a heartbeat every ``heartbeat_seconds`` and look for silent partners,
+        until cancelled (a task of the node's)."""
         while True:
             heartbeat = Heartbeat(region=self.region, at=self.clock(),
                                   nonce=secrets.token_bytes(16), started_at=self.started_at,
@@ -143,7 +139,7 @@ class PartnerHealth:
             self.check()
             await asyncio.sleep(self.config.heartbeat_seconds)
 
-    async def _on_heartbeat(self, data: bytes) -> None:
+    async def _on_heartbeat(self, subject: str, data: bytes) -> None:
         now = self.clock()
         try:
             heartbeat = open_heartbeat(data, self.registry, now)
@@ -151,8 +147,12 @@ class PartnerHealth:
             log.warning("heartbeat refused: %s", exc)
             return
         region = heartbeat.region
-        if region == self.region or not self.router.reaches(region):
+        if (subject != f"tb.{region}.health" or region == self.region
+                or not self.router.reaches(region)):
             return
+        if heartbeat.at <= self._last_at.get(region, 0):
+            return  # not newer than the last one taken: a replay keeps nobody alive
+        self._last_at[region] = heartbeat.at
         previous = self.their_start.get(region)
         if previous is not None and heartbeat.started_at != previous:
             log.info("partner %s restarted", region)

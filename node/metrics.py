@@ -29,9 +29,8 @@ receipt on either chain (so 签收 at the handling side counts from the window's
 The latest time per case is kept for the cases seen lately; otherwise read from the
 store once.
 
-Heartbeats are not here yet: ``partner_seen(region, at_ms)`` is the hook a heartbeat
-module calls. Every authenticated inbox message calls it too (whatever a partner
-sends shows it alive), so ``tongban_partner_last_seen_seconds`` is the Unix time
+``partner_seen(region, at_ms)`` is called for every heartbeat taken (node.health)
+and every authenticated inbox message (whatever a partner sends shows it alive), so ``tongban_partner_last_seen_seconds`` is the Unix time
 anything was last heard from the partner; its age is
 ``time() - tongban_partner_last_seen_seconds``.
 """

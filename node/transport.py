@@ -156,7 +156,7 @@ class Transport(Protocol):
         self, bucket: str, handle: Callable[[list[CatalogUpdate], bool], Awaitable[None]]) -> None: ...
     async def listen_signals(self, handle: Callable[[bytes], Awaitable[None]]) -> None: ...
     async def send_signal(self, region: str, data: bytes) -> None: ...
-    async def listen_heartbeats(self, handle: Callable[[bytes], Awaitable[None]]) -> None: ...
+    async def listen_heartbeats(self, handle: Callable[[str, bytes], Awaitable[None]]) -> None: ...
     async def send_heartbeat(self, data: bytes) -> None: ...
 
 
@@ -417,10 +417,11 @@ class NatsTransport:
         """Send one signal to ``region``; ``ConnectionError`` when NATS is not connected."""
         await self._publish_core(f"tb.{region}.rtc", data)
 
-    async def listen_heartbeats(self, handle: Callable[[bytes], Awaitable[None]]) -> None:
-        """Hand every partner's heartbeat (``tb.*.health``, core NATS) to ``handle``."""
+    async def listen_heartbeats(self, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """Hand every partner's heartbeat (``tb.*.health``, core NATS) to ``handle``, with
+        the subject it came on."""
         async def deliver(msg: Any) -> None:
-            await handle(msg.data)
+            await handle(msg.subject, msg.data)
 
         await self._nc.subscribe("tb.*.health", cb=deliver)
 

@@ -20,7 +20,9 @@ socket ⇄ browser. ``VirtualWindow`` is the node's part:
 * **Browsers** attach with a ``send`` callable (``attach``) and hand in what they say
   (``from_browser``); every change of a session is sent to its browsers as a
   ``session`` message, and ``changed`` wakes pages that list sessions (the desk).
-* **Ends**: a request nobody joins within ``ring_minutes`` ends as ``no_answer``.
+* **Ends**: a request nobody joins within ``ring_minutes`` ends as ``no_answer``; an
+  active session whose page no browser of ours has open for ``ALONE_MINUTES`` ends as
+  ``interrupted``.
   When the node stops, or starts again after dying, every session still open ends as
   ``interrupted`` and the partner is told, so neither side waits for a call that is
   gone. A dropped network is the browsers' business: they restart ICE, or come back
@@ -60,8 +62,10 @@ log = logging.getLogger("tongban.video")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: What a browser may hand in, and what is passed on to the other browser.
 _PASSED_ON = frozenset({"ready", "sdp", "ice"})
-#: How often waiting requests are checked for 无人接听.
+#: How often open sessions are looked at (无人接听, pages left).
 _RING_CHECK_S = 5.0
+#: An active session with no browser of ours on its page for this long has ended.
+ALONE_MINUTES = 2
 
 
 class VideoError(Exception):
@@ -94,7 +98,8 @@ class VirtualWindow:
         #: Set at every change of any session (pages listing sessions wait on their own).
         self.changed: set[asyncio.Event] = set()
         self._nonces: collections.OrderedDict[bytes, int] = collections.OrderedDict()
-        self._ringing: asyncio.Task[None] | None = None
+        #: Active sessions with no browser of ours on their page, and since when.
+        self._alone: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<VirtualWindow {self.region} browsers={sum(map(len, self.browsers.values()))}>"
@@ -106,20 +111,13 @@ class VirtualWindow:
         for session in self.store.open_sessions():
             await self._finish(session, "interrupted", who="node", tell_peer=True)
         await self.transport.listen_signals(self._on_signal)
-        self._ringing = asyncio.create_task(self._ring_out(), name=f"{self.region}-video-ring")
 
     async def stop(self) -> None:
         """The node is stopping: every open session ends, and its partner is told."""
-        if self._ringing is not None:
-            self._ringing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ringing
         for session in self.store.open_sessions():
             await self._finish(session, "interrupted", who="node", tell_peer=True)
 
     def close(self) -> None:
-        if self._ringing is not None:
-            self._ringing.cancel()
         self.store.close()
 
     # ---------------------------------------------------------------- staff actions
@@ -200,7 +198,7 @@ class VirtualWindow:
         if kind == "hangup":
             await self.end(session_id, by=by)
             return
-        if kind == "media" and message.get("state") in ("connected", "reconnecting", "failed"):
+        if kind == "media" and message.get("state") in ("connected", "reconnecting"):
             self.note(session_id, by=by, what=f"media:{message['state']}")
             return
         session = self.store.get(session_id)
@@ -281,7 +279,7 @@ class VirtualWindow:
                         return
                     if not isinstance(passed, dict):
                         return
-                    message |= passed
+                    message = {**passed, "type": signal.kind}  # the kind is ours to say
                 await self._to_browsers(session.id, message)
 
     def _fresh_nonce(self, nonce: bytes, now: int) -> bool:
@@ -307,7 +305,8 @@ class VirtualWindow:
     def _own(self, session_id: str, role: str) -> VideoSession:
         session = self._get(session_id)
         if session.role != role:
-            raise VideoError("wrong_side", "该操作只能由会话的另一方进行。")
+            raise VideoError("wrong_side",
+                             "该操作只能由会话的另一方进行；请返回视频窗口列表，打开本方的会话。")
         return session
 
     async def _finish(self, session: VideoSession, outcome: str, *, who: str,
@@ -338,13 +337,32 @@ class VirtualWindow:
         for event in self.changed:
             event.set()
 
-    async def _ring_out(self) -> None:
+    async def watch(self) -> None:
+        """Until cancelled (a task of the node's): a request nobody takes within
+        ``ring_minutes`` ends as 无人接听; an active session whose page no browser of ours
+        has had open for ``ALONE_MINUTES`` ends as interrupted (the tab was closed, the
+        hall's network is gone), and the partner is told."""
         while True:
             await asyncio.sleep(_RING_CHECK_S)
-            limit = self.clock() - self.config.ring_minutes * 60_000
-            for session in self.store.open_sessions():
-                if session.state == "waiting" and session.created_at < limit:
-                    with contextlib.suppress(Exception):
-                        await self._finish(session, "no_answer", who="node",
-                                           tell_peer=session.role == "caller")
+            await self.sweep()
 
+    async def sweep(self) -> None:
+        """One look at the open sessions (``watch`` makes one every few seconds)."""
+        now = self.clock()
+        for session in self.store.open_sessions():
+            if session.state == "waiting":
+                ended = session.created_at < now - self.config.ring_minutes * 60_000
+                outcome = "no_answer"
+            elif session.id in self.browsers:
+                self._alone.pop(session.id, None)
+                continue
+            else:
+                alone = self._alone.setdefault(session.id, now)
+                ended, outcome = alone < now - ALONE_MINUTES * 60_000, "interrupted"
+            if ended:
+                self._alone.pop(session.id, None)
+                try:
+                    await self._finish(session, outcome, who="node",
+                                       tell_peer=session.role == "caller" or outcome != "no_answer")
+                except Exception:
+                    log.exception("ending session %s (%s)", session.id, outcome)

@@ -178,3 +178,46 @@ async def test_overdue_cases_dead_letters_and_low_storage_are_alerts(tmp_path: P
         ("firing", "storage_low"), ("resolved", "retries_exhausted"),
         ("resolved", "overdue_cases")]
     await asyncio.sleep(0)
+
+
+async def test_a_replayed_or_misrouted_heartbeat_keeps_nobody_alive(tmp_path: Path) -> None:
+    from config.models import HealthConfig
+    from node.health import PartnerHealth
+    from receipts.keys import KeyRing
+
+    keys = NodeKeys.generate(JINAN)
+    registry = KeyRegistry()
+    registry.add_node(keys, valid_from=0)
+    clock = SimpleNamespace(now=T0)
+    handlers: list[Any] = []
+
+    class Transport:
+        async def listen_heartbeats(self, handle: Any) -> None:
+            handlers.append(handle)
+
+    router = SimpleNamespace(reaches=lambda r: r == JINAN, partners=lambda: [JINAN])
+    store = SimpleNamespace(outbox_pending_by_subject=lambda: [(f"tb.{JINAN}.in.decision", 2, T0)])
+    health = PartnerHealth(WINDOW, HealthConfig(silent_after_seconds=30), Transport(),  # type: ignore[arg-type]
+                           KeyRing.of(NodeKeys.generate(WINDOW)), registry, router,  # type: ignore[arg-type]
+                           store, lambda: clock.now)  # type: ignore[arg-type]
+    await health.listen()
+    beat = seal_heartbeat(Heartbeat(region=JINAN, at=T0, nonce=secrets.token_bytes(16),
+                                    started_at=T0, interval_s=10, outbox=0),
+                          keys.signing, keys.sign_key_id)
+    await handlers[0](f"tb.{WINDOW}.health", beat)  # on another region's subject: ignored
+    assert health.last_seen == {}
+    await handlers[0](f"tb.{JINAN}.health", beat)
+    assert health.last_seen == {JINAN: T0}
+    clock.now += 40_000
+    await handlers[0](f"tb.{JINAN}.health", beat)  # the same heartbeat again: not newer
+    [state] = health.partners()
+    assert state.silent
+    assert (state.queued, state.oldest_queued, state.last_seen) == (2, T0, T0)
+
+
+def test_a_missing_webhook_token_is_a_configuration_error(tmp_path: Path) -> None:
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="webhook_token_file"):
+        Alerts(SimpleNamespace(region=WINDOW), AlertsConfig(  # type: ignore[arg-type]
+            webhook="https://hooks.example/x", webhook_token_file=tmp_path / "none"), lambda: T0)

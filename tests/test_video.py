@@ -9,6 +9,7 @@ import asyncio
 import secrets
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -296,3 +297,95 @@ def test_the_deploy_guides_video_settings_are_a_valid_configuration(tmp_path: Pa
                           base=tmp_path, environ={})
     assert [s.urls[0].split(":")[0] for s in config.video.ice_servers] == ["stun", "turn"]
     assert config.video.ice_servers[1].username == "tongban"
+
+
+# ---------------------------------------------------------------- two windows, no NATS
+
+
+class _Wire:
+    """Two nodes' transports joined in memory: what one sends, the other takes."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Any] = {}
+        self.sent: list[tuple[str, bytes]] = []
+
+    def transport(self, region: str) -> Any:
+        wire = self
+
+        class Transport:
+            async def listen_signals(self, handle: Any) -> None:
+                wire.nodes[region] = handle
+
+            async def send_signal(self, to: str, data: bytes) -> None:
+                wire.sent.append((to, data))
+                await wire.nodes[to](data)
+
+        return Transport()
+
+
+def _windows(tmp_path: Path, clock: Any) -> tuple[Any, Any, _Wire]:
+    from config.models import VideoConfig
+    from node.store.video import VideoStore
+    from node.video import VirtualWindow
+    from receipts.keys import KeyRing
+
+    keys = {r: NodeKeys.generate(r) for r in (WINDOW, JINAN, "510100")}
+    registry = KeyRegistry()
+    for pair in keys.values():
+        registry.add_node(pair, valid_from=0)
+    router = SimpleNamespace(reaches=lambda r: r in keys, partners=lambda: sorted(keys))
+    wire = _Wire()
+    made = [VirtualWindow(r, r, VideoStore(tmp_path / r / "video.db"), wire.transport(r),
+                          KeyRing.of(keys[r]), registry, router, VideoConfig(ring_minutes=1),
+                          clock) for r in (WINDOW, JINAN)]
+    return made[0], made[1], wire
+
+
+async def test_sessions_refuse_replays_and_strangers_and_end_by_themselves(tmp_path: Path) -> None:
+    clock = SimpleNamespace(now=T0)
+    window, jinan, wire = _windows(tmp_path, lambda: clock.now)
+    for side in (window, jinan):
+        await side.start()
+    opened = await window.open(JINAN, case_id=None, topic="咨询", label="郑州市通办专窗", by="clerk")
+    assert jinan.store.get(opened.id) is not None
+    # A member that is not the session's peer cannot end it.
+    stranger = NodeKeys.generate("510100")
+    forged = Signal(session=opened.id, kind="end", sender="510100", recipient=WINDOW, at=clock.now,
+                    nonce=secrets.token_bytes(16), outcome="completed")
+    await wire.nodes[WINDOW](seal_signal(forged, stranger.signing, stranger.sign_key_id))
+    assert window.store.get(opened.id).state == "waiting"  # type: ignore[union-attr]
+    # Nobody takes it within ring_minutes: 无人接听, on both sides.
+    clock.now += 61_000
+    await window.sweep()
+    assert window.store.get(opened.id).outcome == "no_answer"  # type: ignore[union-attr]
+    # A session taken, then left by both pages, ends as interrupted after ALONE_MINUTES.
+    second = await window.open(JINAN, case_id=None, topic="咨询", label="窗口", by="clerk")
+    await jinan.join(second.id, label="审核席位", by="reviewer")
+    # Signals pass between the pages; the same bytes again (a replay) do not.
+    heard: list[dict[str, Any]] = []
+
+    async def page(message: dict[str, Any]) -> None:
+        heard.append(message)
+
+    detach_jinan = jinan.attach(second.id, page)
+    await window.from_browser(second.id, {"type": "ice", "gen": "g", "candidate": {"c": 1},
+                                          "session": "forged"}, by="clerk")
+    await wire.nodes[JINAN](wire.sent[-1][1])
+    assert heard == [{"gen": "g", "candidate": {"c": 1}, "session": "forged", "type": "ice"}]
+    detach_jinan()
+    detach = window.attach(second.id, _ignore)
+    await window.sweep()
+    await jinan.sweep()  # no browser at 济南 yet: the clock starts
+    clock.now += 3 * 60_000
+    await window.sweep()
+    assert window.store.get(second.id).state == "active"  # type: ignore[union-attr]
+    await jinan.sweep()
+    assert jinan.store.get(second.id).outcome == "interrupted"  # type: ignore[union-attr]
+    assert window.store.get(second.id).outcome == "interrupted"  # type: ignore[union-attr]
+    detach()
+    for side in (window, jinan):
+        side.close()
+
+
+async def _ignore(message: dict[str, Any]) -> None:
+    pass

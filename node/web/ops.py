@@ -304,7 +304,7 @@ async def retry(request: web.Request, node: Node) -> web.StreamResponse:
     result = await node.command(Command(case_id, "operator_retry"))
     if result.outcome != "applied":
         return _dead_letters(request, node, status=409, error=(
-            f"办件 {case_id} 未能重新流转：{result.detail or '节点拒绝了本次操作'}。"
+            f"办件 {case_id} 未能重新流转：{result.reason.zh if result.reason else '节点拒绝了本次操作'}。"
             "请刷新本页查看办件的最新状态后再试；如仍失败，请下载该办件的证据包交技术人员核查。"))
     await _audit(request, "retry_forward", case_id, {"peer": row["peer"],
                                                      "result": "已重新流转"})

@@ -84,8 +84,18 @@ def session_for_decision(node: Node, case_id: str, given: str) -> str | None:
     if not given or not SESSION.match(given):
         return None
     session = node.video.store.get(given)
-    ok = session is not None and session.role == "callee" and session.case_id == case_id
+    ok = (session is not None and session.role == "callee" and session.case_id == case_id
+          and session.state == "active")
     return given if ok else None
+
+
+def takes_part(session: VideoSession, account: Account) -> bool:
+    """Whether the account is this side's person in the session: the clerk who started
+    it, or the reviewer who took it (any reviewer, while it waits to be taken). Others
+    of the region may look at its page, not join the call."""
+    if session.role == "caller":
+        return account.username == session.started_by
+    return session.joined_by in ("", account.username)
 
 
 class VideoPages:
@@ -165,6 +175,7 @@ class VideoPages:
                             account: Account) -> web.StreamResponse:
         context: dict[str, Any] = {
             "s": self._row(session), "done": request.query.get("done", ""),
+            "takes_part": takes_part(session, account),
             "can_take": "reviewer" in account.roles and session.role == "callee",
             "events": [{"when": clock_text(e.at), "what": _event_zh(e.what),
                         "who": _who(e.who)} for e in node.video.store.events(session.id)],
@@ -201,8 +212,12 @@ class VideoPages:
         hangup in, passed on to the other browser through the two nodes."""
         if _foreign(request):
             return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
+        if not takes_part(session, account):
+            return web.json_response({"error": "您不是本会话的参加人。"}, status=403)
         ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=128 * 1024)
         await ws.prepare(request)
+        sockets = request.app[SOCKETS].sockets
+        sockets.add(ws)
 
         async def send(message: dict[str, Any]) -> None:
             if not ws.closed:
@@ -219,6 +234,7 @@ class VideoPages:
                                                   by=account.username)
         finally:
             detach()
+            sockets.discard(ws)
         return ws
 
     async def join(self, request: web.Request, node: Node, session: VideoSession,
@@ -254,8 +270,8 @@ class VideoPages:
                             reviewer=account.display_name)
         result = await node.command(Command(session.case_id, "video_check", body))
         if result.outcome != "applied":
-            return error_page(request, 409, "未能记录核验",
-                              f"办件当前状态不允许记录视频核验（{result.detail or result.outcome}）。",
+            why = result.reason.zh if result.reason else "节点拒绝了本次操作"
+            return error_page(request, 409, "未能记录核验", f"办件当前状态不允许记录视频核验（{why}）。",
                               "视频核验须在受理决定之前记录；请刷新页面查看办件的最新状态。")
         node.video.note(session.id, by=account.username, what=f"check:{check}")
         raise web.HTTPSeeOther(f"/video/{session.id}?done={check}")
@@ -290,7 +306,8 @@ class VideoPages:
 
     @staticmethod
     def _row(session: VideoSession) -> dict[str, Any]:
-        return {"id": session.id, "role": session.role, "state": session.state,
+        return {"id": session.id, "person": session.started_by if session.role == "caller"
+                else session.joined_by, "role": session.role, "state": session.state,
                 "state_zh": STATES_ZH[session.state],
                 "outcome_zh": OUTCOMES.get(session.outcome or "", ""),
                 "peer": session.peer, "peer_name": region_name(session.peer),
@@ -324,6 +341,6 @@ def _event_zh(what: str) -> str:
     if what.startswith("check:"):
         return f"已记录{CHECKS.get(what[6:], what[6:])}"
     if what.startswith("media:"):
-        return {"media:connected": "音视频已接通", "media:reconnecting": "网络中断，正在重新连接",
-                "media:failed": "音视频连接失败"}.get(what, what)
+        return {"media:connected": "音视频已接通",
+                "media:reconnecting": "网络中断，正在重新连接"}.get(what, what)
     return {"created": "发起会话", "joined": "对方已接入"}.get(what, what)
