@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Callable
 
 from config.models import HealthConfig
+from node.metrics import subject_labels
 from node.store import Store
 from node.transport import Transport
 from protocol import ProtocolError
@@ -92,8 +93,7 @@ class PartnerHealth:
         now = self.clock()
         queued: dict[str, tuple[int, int]] = {}
         for subject, count, oldest in self.store.outbox_pending_by_subject():
-            parts = subject.split(".")
-            region = parts[1] if len(parts) > 2 and parts[0] == "tb" else ""
+            region, _ = subject_labels(subject)
             held, first = queued.get(region, (0, oldest))
             queued[region] = (held + count, min(first, oldest))
         found = []

@@ -30,9 +30,9 @@ The latest time per case is kept for the cases seen lately; otherwise read from 
 store once.
 
 ``partner_seen(region, at_ms)`` is called for every heartbeat taken (node.health)
-and every authenticated inbox message (whatever a partner sends shows it alive), so ``tongban_partner_last_seen_seconds`` is the Unix time
-anything was last heard from the partner; its age is
-``time() - tongban_partner_last_seen_seconds``.
+and every authenticated inbox message (whatever a partner sends shows it alive), so
+``tongban_partner_last_seen_seconds`` is the Unix time anything was last heard from
+the partner; its age is ``time() - tongban_partner_last_seen_seconds``.
 """
 
 from __future__ import annotations

@@ -189,9 +189,11 @@ def date_of(millis: int) -> dt.date:
     return dt.datetime.fromtimestamp(millis / 1000, _CST).date()
 
 
-def clock_text(millis: int) -> str:
-    """An instant as people here read it (北京时间), e.g. ``2026-06-01 14:35``."""
-    return dt.datetime.fromtimestamp(millis / 1000, _CST).strftime("%Y-%m-%d %H:%M")
+def clock_text(millis: int, *, seconds: bool = False) -> str:
+    """An instant as people here read it (北京时间), e.g. ``2026-06-01 14:35`` (with
+    ``seconds``: ``2026-06-01 14:35:07``)."""
+    return dt.datetime.fromtimestamp(millis / 1000, _CST).strftime(
+        "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def end_of_day(day: dt.date) -> int:

@@ -3,10 +3,13 @@ token_file``), so one HTTP session with ``HEADERS`` can call any of them."""
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
-__all__ = ["HEADERS", "HTTP", "TOKEN", "TOKEN_FILE", "run_tongban"]
+import aiohttp
+
+__all__ = ["HEADERS", "HTTP", "TOKEN", "TOKEN_FILE", "run_tongban", "signed_in_http"]
 
 TOKEN_FILE = Path(__file__).parent / "fixtures" / "api-token"
 TOKEN = TOKEN_FILE.read_text(encoding="ascii").strip()
@@ -24,3 +27,21 @@ async def run_tongban(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def signed_in_http(base: str, username: str, password: str
+                         ) -> tuple[aiohttp.ClientSession, str]:
+    """An HTTP session signed in to the node at ``base`` (the login form, with its CSRF
+    token), and the session's CSRF token for its state changes."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get(base + "/login") as page:
+        login = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    assert login is not None
+    async with http.post(base + "/login", data={
+            "username": username, "password": password, "csrf_token": login.group(1)},
+            allow_redirects=False) as response:
+        assert response.status == 303
+    async with http.get(base + "/password") as page:
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', await page.text())
+    assert csrf is not None
+    return http, csrf.group(1)

@@ -3,7 +3,6 @@ node's own region with a role the route names (node/web/api_access.py)."""
 
 from __future__ import annotations
 
-import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from node.store.accounts import FILENAME, AccountStore
 from node.web.api_access import API_ROLES, PUBLIC, local_token_digest
 from node.web.auth import HASHER
 from receipts import NodeKeys
+from tests.api_token import signed_in_http
 from tests.serving import serving
 
 REGION = "410100"
@@ -72,18 +72,7 @@ async def test_the_api_takes_the_local_token_or_a_session_with_the_role(tmp_path
                 return response.status, await response.json()
 
         async def signed_in(username: str) -> tuple[aiohttp.ClientSession, str]:
-            http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-            async with http.get(base + "/login") as page:
-                login = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
-            assert login is not None
-            async with http.post(base + "/login", data={
-                    "username": username, "password": PASSWORD, "csrf_token": login.group(1)},
-                    allow_redirects=False) as response:
-                assert response.status == 303
-            async with http.get(base + "/password") as page:
-                csrf = re.search(r'name="csrf-token" content="([^"]+)"', await page.text())
-            assert csrf is not None
-            return http, csrf.group(1)
+            return await signed_in_http(base, username, PASSWORD)
 
         async with aiohttp.ClientSession() as anonymous:
             assert (await call(anonymous, "GET", "/api/health"))[0] == 200

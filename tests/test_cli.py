@@ -22,7 +22,8 @@ def tongban(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 def test_every_command_has_help() -> None:
     for command in ([], ["keys"], ["keys", "new"], ["verify"], ["node"], ["demo"], ["submit"],
                     ["status"], ["bench"], ["bench", "protocol"], ["bench", "e2e"],
-                    ["bench", "catalog"], ["bench", "circle"], ["bench", "video"], ["accounts"], ["accounts", "add"],
+                    ["bench", "catalog"], ["bench", "circle"], ["bench", "video"], ["accounts"],
+                    ["accounts", "add"],
                     ["catalog"], ["catalog", "import"],
                     ["catalog", "publish"],
                     ["catalog", "export"], ["catalog", "search"], ["circle"], ["circle", "status"],

@@ -28,7 +28,7 @@ from node.natsd import EmbeddedNats
 from node.store.accounts import FILENAME, AccountStore
 from node.web.auth import HASHER
 from receipts import NodeKeys
-from tests.api_token import HEADERS, HTTP
+from tests.api_token import HEADERS, HTTP, signed_in_http
 from tests.serving import serving, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,14 +70,7 @@ def _accounts(config: Any) -> None:
 
 
 async def _signed_in(base: str, username: str) -> aiohttp.ClientSession:
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with http.get(base + "/login") as page:
-        login = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
-    assert login is not None
-    async with http.post(base + "/login", data={
-            "username": username, "password": PASSWORD, "csrf_token": login.group(1)},
-            allow_redirects=False) as response:
-        assert response.status == 303
+    http, _ = await signed_in_http(base, username, PASSWORD)
     return http
 
 

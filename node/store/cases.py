@@ -325,6 +325,16 @@ class Store:
             "SELECT snapshot FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         return None if row is None else dict(_unpack(row[0]))
 
+    def cases_in(self, role: str, states: tuple[str, ...]) -> list[tuple[dict[str, Any],
+                                                                        dict[str, Any]]]:
+        """Every case of ``role`` in one of ``states``, with its snapshot: (row, snapshot)."""
+        marks = ", ".join("?" for _ in states)
+        rows = self._db.conn.execute(
+            f"SELECT case_id, role, peer, state, created_at, snapshot FROM cases WHERE state "
+            f"IN ({marks}) AND role = ?", (*states, role)).fetchall()
+        return [({"case_id": c, "role": r, "peer": p, "state": st, "created_at": at},
+                 dict(_unpack(snapshot))) for c, r, p, st, at, snapshot in rows]
+
     def case_row(self, case_id: str) -> dict[str, Any] | None:
         cursor = self._db.conn.execute(
             "SELECT case_id, role, peer, state, matter, window_no, created_at, updated_at "

@@ -62,6 +62,7 @@ AUDIT_ACTIONS = {"retry_forward": "死信重试流转", "discard_rejection": "�
 DONE = {"retry": "已重新流转办件 {who}，正在转交承办部门；结果会显示在本页和办件追踪中。",
         "discard": "已将拒收报文 {who} 标记为已处理（忽略），审计记录已写入。"}
 ALERT_LEVELS = {"critical": "严重", "warning": "警告"}
+ALERT_EVENTS = {"firing": "告警", "updated": "升级", "resolved": "恢复"}
 #: The metrics' partner labels that are not a region (node.metrics.partner_label).
 OTHER_SENDERS = {"unknown": "未知发件方", "other": "其他"}
 
@@ -133,8 +134,8 @@ def dashboard_view(node: Node, found: Figures) -> dict[str, Any]:
     alerts = [{"level": a.level, "level_zh": ALERT_LEVELS.get(a.level, a.level), "kind": a.kind,
                "key": a.key, "title": a.title, "detail": a.detail, "since": clock_text(a.since)}
               for a in node.alerts.active()]
-    history = [{"at": clock_text(at), "event": "告警" if event == "firing" else "恢复",
-                "firing": event == "firing", "title": alert.title,
+    history = [{"at": clock_text(at), "event": ALERT_EVENTS.get(event, event),
+                "firing": event != "resolved", "title": alert.title,
                 "level_zh": ALERT_LEVELS.get(alert.level, alert.level)}
                for at, event, alert in node.alerts.history()[:20]]
     open_cases = {STATE_NAMES_ZH.get(s, s): n for s, n in sorted(found.cases.items()) if n}

@@ -53,7 +53,6 @@ ESCALATIONS: dict[int, tuple[str, str]] = {
     2: ("督办", "已逾期（3 个工作日以内）：通知承办部门负责人督办，并告知收件地窗口"),
     3: ("通报", "逾期超过 3 个工作日：报告本地区通办牵头部门通报，并向申请人说明"),
 }
-CHINA = dt.timezone(dt.timedelta(hours=8))
 #: Overdue by more than this many working days: 通报.
 REPORT_AFTER_DAYS = 3
 #: Message kinds in Chinese, for the trace.
@@ -98,16 +97,13 @@ class Deadline:
                 "arrived_text": clock_text(self.arrived)}
 
 
-def deadlines(node: Node, now: int, *, limit: int = 5000) -> list[Deadline]:
+def deadlines(node: Node, now: int) -> list[Deadline]:
     """Open handling cases whose notice or promise is due by the end of the next working
     day or past, most urgent first (highest level, then the earliest due)."""
     calendar = node.engine.calendar
     today = date_of(now)
     found: list[Deadline] = []
-    for row in node.store.cases(limit=limit):
-        if row["role"] != "handling" or row["state"] not in OPEN_STATES:
-            continue
-        snapshot = node.store.case_snapshot(row["case_id"]) or {}
+    for row, snapshot in node.store.cases_in("handling", OPEN_STATES):
         clock = clock_of(node, row["state"], snapshot, now)
         if clock.level not in ("soon", "overdue"):
             continue
@@ -189,7 +185,7 @@ def trace(node: Node, case_id: str, checker: SignatureChecker) -> dict[str, Any]
 
 def to_the_second(millis: int) -> str:
     """A trace's time (北京时间), to the second: steps of one case are seconds apart."""
-    return dt.datetime.fromtimestamp(millis / 1000, CHINA).strftime("%Y-%m-%d %H:%M:%S")
+    return clock_text(millis, seconds=True)
 
 
 def _signature_holds(node: Node, receipt: Receipt, checker: SignatureChecker) -> bool:

@@ -4,7 +4,7 @@
 // reloading. A part holding a form the user is typing in is left alone until the
 // case's state changes. Without this script the pages show the state as of loading.
 
-import { announce, setStatus, typingIn } from "./live.js";
+import { announce, follow, setStatus, typingIn } from "./live.js";
 
 const page = document.getElementById("case-page") || document.getElementById("queue-page");
 
@@ -26,38 +26,36 @@ async function refresh(stateChanged) {
   }
 }
 
-function connect(delay) {
-  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${window.location.host}${page.dataset.live}`);
-  let first = true;
-  socket.addEventListener("open", () => {
-    delay = 1000;
-    setStatus("（实时更新中）");
-  });
-  socket.addEventListener("message", async (event) => {
-    const news = JSON.parse(event.data);
-    if (page.id === "queue-page") {
-      if (!first) {
-        await refresh(true);
-        announce("待办队列已更新");
-      }
-      first = false;
+let first = true;
+function connect() {
+  follow(page.dataset.live, {
+    open() {
+      first = true;
       setStatus("（实时更新中）");
-      return;
-    }
-    const stateChanged = news.state !== page.dataset.state;
-    if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
-      await refresh(stateChanged);
-      if (stateChanged) {
-        document.getElementById("case-notice")?.remove(); // it told of the previous step
-        announce(`办件状态已更新：${news.state_zh}`);
+    },
+    async message(news) {
+      if (page.id === "queue-page") {
+        if (!first) {
+          await refresh(true);
+          announce("待办队列已更新");
+        }
+        first = false;
+        setStatus("（实时更新中）");
+        return;
       }
-    }
-    setStatus("（实时更新中）");
-  });
-  socket.addEventListener("close", () => {
-    setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
-    window.setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+      const stateChanged = news.state !== page.dataset.state;
+      if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
+        await refresh(stateChanged);
+        if (stateChanged) {
+          document.getElementById("case-notice")?.remove(); // it told of the previous step
+          announce(`办件状态已更新：${news.state_zh}`);
+        }
+      }
+      setStatus("（实时更新中）");
+    },
+    close() {
+      setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
+    },
   });
 }
 
@@ -65,4 +63,4 @@ function connect(delay) {
 const viewer = document.getElementById("viewer");
 if (viewer && window.location.hash === "#viewer") viewer.focus();
 
-if (page && "WebSocket" in window) connect(1000);
+if (page) connect();

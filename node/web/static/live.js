@@ -15,3 +15,26 @@ export function typingIn(part) {
   const active = document.activeElement;
   return part && active && part.contains(active) && active.matches("input, textarea, select");
 }
+
+// A live page's socket to its node (path on this site): each JSON message goes to
+// on.message, on.open is told of every (re)connection with the socket, on.close when it
+// drops. It connects again, waiting longer each time (1 s, doubling up to 30 s), unless
+// on.close returns false.
+export function follow(path, on) {
+  let delay = 1000;
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${window.location.host}${path}`);
+    socket.addEventListener("open", () => {
+      delay = 1000;
+      if (on.open) on.open(socket);
+    });
+    socket.addEventListener("message", (event) => on.message(JSON.parse(event.data)));
+    socket.addEventListener("close", () => {
+      if (on.close && on.close() === false) return;
+      window.setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    });
+  }
+  if ("WebSocket" in window) connect();
+}

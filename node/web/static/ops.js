@@ -6,7 +6,7 @@
 // shows the figures as of loading.
 
 import { COLOURS, barChart, lineChart, swatch } from "./charts.js";
-import { announce, setStatus } from "./live.js";
+import { announce, follow, setStatus } from "./live.js";
 
 const page = document.getElementById("ops-page");
 let points = [];
@@ -103,37 +103,34 @@ function refreshSoon() {
   });
 }
 
-function connect(delay) {
-  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${window.location.host}${page.dataset.live}`);
-  socket.addEventListener("open", () => {
-    delay = 1000;
-    setStatus("（实时更新中）");
-  });
-  socket.addEventListener("message", (event) => {
-    const news = JSON.parse(event.data);
-    if (news.type === "history") {
-      points = news.points;
-      draw();
-      drawLatency(news.latency);
+function connect() {
+  follow(page.dataset.live, {
+    open() {
+      setStatus("（实时更新中）");
+    },
+    message(news) {
+      if (news.type === "history") {
+        points = news.points;
+        draw();
+        drawLatency(news.latency);
+        refreshSoon();
+        return;
+      }
+      if (news.point) {
+        points.push(news.point);
+        const hour = news.point.t - 3600 * 1000;
+        while (points.length && points[0].t < hour) points.shift();
+        draw();
+        drawLatency(news.latency);
+      } else {
+        announce("通办伙伴状态或告警已更新");
+      }
       refreshSoon();
-      return;
-    }
-    if (news.point) {
-      points.push(news.point);
-      const hour = news.point.t - 3600 * 1000;
-      while (points.length && points[0].t < hour) points.shift();
-      draw();
-      drawLatency(news.latency);
-    } else {
-      announce("通办伙伴状态或告警已更新");
-    }
-    refreshSoon();
-  });
-  socket.addEventListener("close", () => {
-    setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新数据）");
-    window.setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+    },
+    close() {
+      setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新数据）");
+    },
   });
 }
 
-if (page && "WebSocket" in window) connect(1000);
+if (page) connect();

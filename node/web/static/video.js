@@ -11,7 +11,7 @@
 // its ICE fails; the caller offers when the session becomes active, on "ready", and
 // restarts ICE in place when its connection drops.
 
-import { announce } from "./live.js";
+import { announce, follow } from "./live.js";
 
 const page = document.getElementById("video-page");
 const caller = page.dataset.role === "caller";
@@ -177,21 +177,22 @@ function end(outcome) {
   if (socket) socket.close();
 }
 
-function connect(delay) {
-  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  socket = new WebSocket(`${scheme}//${window.location.host}/video/${page.dataset.session}/ws`);
+function connect() {
   let queue = Promise.resolve(); // one signal at a time, in order
-  socket.addEventListener("open", () => { delay = 1000; });
-  socket.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
-    queue = queue.then(() => safely(() => onSignal(message)));
-  });
-  socket.addEventListener("close", () => {
-    if (page.dataset.state === "ended") return;
-    if (session && session.state === "active") show("reconnecting", "与本节点的连接中断");
-    setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+  follow(`/video/${page.dataset.session}/ws`, {
+    open(opened) {
+      socket = opened;
+    },
+    message(message) {
+      queue = queue.then(() => safely(() => onSignal(message)));
+    },
+    close() {
+      if (page.dataset.state === "ended") return false;
+      if (session && session.state === "active") show("reconnecting", "与本节点的连接中断");
+      return true;
+    },
   });
 }
 
-if (page.dataset.state !== "ended") connect(1000);
+if (page.dataset.state !== "ended") connect();
 else show("ended", page.dataset.outcome || "");

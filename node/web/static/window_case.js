@@ -3,7 +3,7 @@
 // clerk sees a 补正 request, the acceptance or the outcome without reloading.
 // Without this script the page shows the state as of its loading (reload to update).
 
-import { announce, setStatus, typingIn } from "./live.js";
+import { announce, follow, setStatus, typingIn } from "./live.js";
 import { enhance } from "./window_upload.js";
 
 const page = document.getElementById("case-page");
@@ -42,32 +42,29 @@ document.addEventListener("change", (event) => {
   if (event.target.name === "d_mode") togglePost();
 });
 
-function connect(delay) {
-  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${window.location.host}${page.dataset.live}`);
-  socket.addEventListener("open", () => {
-    delay = 1000;
-    setStatus("（实时更新中）");
-  });
-  socket.addEventListener("message", async (event) => {
-    const news = JSON.parse(event.data);
-    const stateChanged = news.state !== page.dataset.state;
-    if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
-      await refresh(stateChanged);
-      if (stateChanged) {
-        document.getElementById("case-notice")?.remove(); // it told of the previous step
-        announce(`办件状态已更新：${news.state_zh}`);
-      }
+function connect() {
+  follow(page.dataset.live, {
+    open() {
       setStatus("（实时更新中）");
-    }
-  });
-  socket.addEventListener("close", () => {
-    setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
-    window.setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+    },
+    async message(news) {
+      const stateChanged = news.state !== page.dataset.state;
+      if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
+        await refresh(stateChanged);
+        if (stateChanged) {
+          document.getElementById("case-notice")?.remove(); // it told of the previous step
+          announce(`办件状态已更新：${news.state_zh}`);
+        }
+        setStatus("（实时更新中）");
+      }
+    },
+    close() {
+      setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
+    },
   });
 }
 
 if (page && "WebSocket" in window) {
   togglePost();
-  connect(1000);
+  connect();
 }

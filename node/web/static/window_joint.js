@@ -2,6 +2,8 @@
 // the page fetches itself again and swaps in the summary and the parts table.
 // Without this script the page shows the parts as of its loading (reload to update).
 
+import { follow } from "./live.js";
+
 const page = document.getElementById("joint-page");
 
 function setText(id, text) {
@@ -20,32 +22,30 @@ async function refresh() {
   }
 }
 
-function connect(delay) {
-  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${window.location.host}${page.dataset.live}`);
-  let last = null;
-  socket.addEventListener("open", () => {
-    delay = 1000;
-    setText("live-status", "（实时更新中）");
-  });
-  socket.addEventListener("message", async (event) => {
-    const news = JSON.parse(event.data);
-    const shown = JSON.stringify([news.state, news.parts.map((p) => [p.state, p.outcome])]);
-    if (last === null) {
-      await refresh(); // what changed between loading the page and connecting
-    } else if (shown !== last) {
-      await refresh();
-      document.getElementById("joint-notice")?.remove(); // it told of the previous step
-      setText("live-announce", `联办件已更新：${news.state_zh}；` +
-        news.parts.map((p, i) => `分件 ${i + 1} ${p.state_zh}`).join("，"));
+let last = null;
+function connect() {
+  follow(page.dataset.live, {
+    open() {
+      last = null;
       setText("live-status", "（实时更新中）");
-    }
-    last = shown;
-  });
-  socket.addEventListener("close", () => {
-    setText("live-status", "（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
-    window.setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+    },
+    async message(news) {
+      const shown = JSON.stringify([news.state, news.parts.map((p) => [p.state, p.outcome])]);
+      if (last === null) {
+        await refresh(); // what changed between loading the page and connecting
+      } else if (shown !== last) {
+        await refresh();
+        document.getElementById("joint-notice")?.remove(); // it told of the previous step
+        setText("live-announce", `联办件已更新：${news.state_zh}；` +
+          news.parts.map((p, i) => `分件 ${i + 1} ${p.state_zh}`).join("，"));
+        setText("live-status", "（实时更新中）");
+      }
+      last = shown;
+    },
+    close() {
+      setText("live-status", "（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
+    },
   });
 }
 
-if (page && "WebSocket" in window) connect(1000);
+if (page) connect();
