@@ -185,7 +185,9 @@ class VideoPages:
         return render(request, "video.html", context)
 
     def _case(self, request: web.Request, node: Node, session: VideoSession) -> dict[str, Any]:
-        from node.web.desk import review_view  # the desk's own view of a case
+        # The desk's own view of a case; imported here because the desk imports this
+        # module (a decision made in a session names it).
+        from node.web.desk import review_view
 
         assert session.case_id is not None
         row = node.store.case_row(session.case_id)
