@@ -17,7 +17,7 @@ import click
 
 from node.cli_http import fail
 from node.store.accounts import FILENAME, ROLES, AccountError, AccountStore
-from node.store.cases import StoreError
+from node.store.base import StoreError
 
 __all__ = ["accounts"]
 

@@ -5,7 +5,9 @@
 * ``catalog``: the index of the circle's matter catalogs, with Chinese search
   (rebuildable from the catalog bucket, so kept in a file of its own);
 * ``accounts``: staff accounts, sessions and the audit of administrative actions
-  (``accounts.db``: who may use the pages, kept apart from the cases).
+  (``accounts.db``: who may use the pages, kept apart from the cases);
+* ``video``: virtual-window sessions and who did what in them (``video.db``);
+* ``base``: opening a database, migrations, ``SideStore`` for the small ones.
 """
 
 from node.store.cases import MIGRATIONS, Changes, Store, StoreError

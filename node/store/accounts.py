@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import SideStore
+from node.store.base import SideStore
 
 __all__ = ["FILENAME", "ROLES", "Account", "AccountError", "AccountStore", "AuditRow", "SessionRow"]
 

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import StoreError, migrate, open_database
+from node.store.base import StoreError, migrate, open_database
 
 __all__ = ["CatalogIndex", "IndexRow"]
 

@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from node.store.cases import SideStore
+from node.store.base import SideStore
 
 __all__ = ["FILENAME", "SessionEvent", "VideoSession", "VideoStore"]
 
