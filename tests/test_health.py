@@ -221,3 +221,35 @@ def test_a_missing_webhook_token_is_a_configuration_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="webhook_token_file"):
         Alerts(SimpleNamespace(region=WINDOW), AlertsConfig(  # type: ignore[arg-type]
             webhook="https://hooks.example/x", webhook_token_file=tmp_path / "none"), lambda: T0)
+
+
+async def test_the_deadline_alert_reads_the_case_database(tmp_path: Path) -> None:
+    """Timers and overdue promises as the store holds them, not a stand-in."""
+    from node.store import Changes, Store
+    from protocol.calendar import WeekdayCalendar
+
+    day = 86_400_000
+    store = Store(tmp_path / "node.db")
+    store.start()
+    try:
+        def case(case_id: str, state: str) -> dict[str, Any]:
+            return {"case_id": case_id, "role": "handling", "peer": WINDOW, "state": state,
+                    "matter": None, "window_no": None, "snapshot": {}, "at": T0}
+
+        await store.commit(Changes(
+            cases=[case("late-notice", "received"), case("late-promise", "processing")],
+            timers_set=[("late-notice", "notice", T0 - day)],
+            receipts=[{"case_id": "late-promise", "actor": JINAN, "idx": 3, "kind": "overdue",
+                       "at": T0 - day, "digest": bytes(32), "receipt": b"r"}]))
+        node = SimpleNamespace(region=JINAN, store=store,
+                               engine=SimpleNamespace(calendar=WeekdayCalendar()),
+                               health=SimpleNamespace(partners=list),
+                               config=SimpleNamespace(data_dir=tmp_path, name="济南市"))
+        alerts = Alerts(node, AlertsConfig(min_free_mb=0, min_free_percent=0),  # type: ignore[arg-type]
+                        lambda: T0)
+        alerts.check()
+        [overdue] = alerts.active()
+        assert overdue.title == "2 件办件已超期"
+        assert "补正告知期限超期 1 件，承诺办结时限超期 1 件" in overdue.detail
+    finally:
+        await store.close()
