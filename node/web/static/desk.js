@@ -4,7 +4,7 @@
 // reloading. A part holding a form the user is typing in is left alone until the
 // case's state changes. Without this script the pages show the state as of loading.
 
-import { announce, follow, setStatus, typingIn } from "./live.js";
+import { announce, caseNews, follow, setStatus, typingIn } from "./live.js";
 
 const page = document.getElementById("case-page") || document.getElementById("queue-page");
 
@@ -43,15 +43,7 @@ function connect() {
         setStatus("（实时更新中）");
         return;
       }
-      const stateChanged = news.state !== page.dataset.state;
-      if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
-        await refresh(stateChanged);
-        if (stateChanged) {
-          document.getElementById("case-notice")?.remove(); // it told of the previous step
-          announce(`办件状态已更新：${news.state_zh}`);
-        }
-      }
-      setStatus("（实时更新中）");
+      await caseNews(page, news, refresh);
     },
     close() {
       setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");

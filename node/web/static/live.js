@@ -38,3 +38,17 @@ export function follow(path, on) {
   }
   if ("WebSocket" in window) connect();
 }
+
+// A case page (the window's or the desk's) told of its case: fetch the page again when
+// the state or the receipts changed, and say so.
+export async function caseNews(page, news, refresh) {
+  const stateChanged = news.state !== page.dataset.state;
+  if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
+    await refresh(stateChanged);
+    if (stateChanged) {
+      document.getElementById("case-notice")?.remove(); // it told of the previous step
+      announce(`办件状态已更新：${news.state_zh}`);
+    }
+  }
+  setStatus("（实时更新中）");
+}

@@ -3,7 +3,7 @@
 // clerk sees a 补正 request, the acceptance or the outcome without reloading.
 // Without this script the page shows the state as of its loading (reload to update).
 
-import { announce, follow, setStatus, typingIn } from "./live.js";
+import { caseNews, follow, setStatus, typingIn } from "./live.js";
 import { enhance } from "./window_upload.js";
 
 const page = document.getElementById("case-page");
@@ -48,15 +48,7 @@ function connect() {
       setStatus("（实时更新中）");
     },
     async message(news) {
-      const stateChanged = news.state !== page.dataset.state;
-      if (stateChanged || String(news.receipts) !== page.dataset.receipts) {
-        await refresh(stateChanged);
-        if (stateChanged) {
-          document.getElementById("case-notice")?.remove(); // it told of the previous step
-          announce(`办件状态已更新：${news.state_zh}`);
-        }
-        setStatus("（实时更新中）");
-      }
+      await caseNews(page, news, refresh);
     },
     close() {
       setStatus("（实时更新已中断，正在重新连接；也可刷新页面查看最新状态）");
