@@ -36,6 +36,17 @@ pytestmark = [pytest.mark.timeout(150)]
 WINDOW, JINAN = "410100", "370100"
 PASSWORD = "correct-horse-9"
 T0 = 1_780_000_000_000
+#: Lets the test reach the page's peer connections (to cut one, as a dropped network).
+KEEP_PEER_CONNECTIONS = """
+window.peerConnections = [];
+const Original = window.RTCPeerConnection;
+window.RTCPeerConnection = function (...args) {
+  const made = new Original(...args);
+  window.peerConnections.push(made);
+  return made;
+};
+window.RTCPeerConnection.prototype = Original.prototype;
+"""
 BROWSER_ARGS = ["--no-sandbox", "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection"]
 
@@ -177,6 +188,7 @@ async def test_a_video_session_in_two_browsers(tmp_path: Path) -> None:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             desk_context, desk = await signed_in(browser, jinan, "reviewer")
+            await desk_context.add_init_script(KEEP_PEER_CONNECTIONS)
             await desk.goto("/video")
             other = await desk_context.new_page()  # the reviewer's queue, in another tab
             await other.goto("/desk")
@@ -228,6 +240,15 @@ async def test_a_video_session_in_two_browsers(tmp_path: Path) -> None:
                 assert checked[0].data["check"] == "identity"
             assert "远程视频核验" in await desk.locator("#video-checks").inner_text()
 
+            # The network drops under the reviewer's side (its connection is gone): the
+            # window sees it, restarts ICE, and both are connected again by themselves.
+            await desk.evaluate("window.peerConnections.at(-1).close()")
+            await clerk.locator("#video-page[data-call='reconnecting']").wait_for(timeout=30_000)
+            await _connected(clerk)
+            await _connected(desk)
+            assert await _frames(desk) > 0
+            await shot(clerk, "04-clerk-reconnected")
+
             # The reviewer accepts in the session: the acceptance names the session.
             await desk.fill("#doc_no", "济医保受〔2026〕0042号")
             await desk.click("#accept-button")
@@ -241,7 +262,7 @@ async def test_a_video_session_in_two_browsers(tmp_path: Path) -> None:
             await clerk.locator("#video-page[data-call='ended']").wait_for()
             await desk.locator("#video-page[data-call='ended']").wait_for(timeout=15_000)
             assert "已结束" in await desk.locator("#call-state").inner_text()
-            await shot(desk, "04-ended")
+            await shot(desk, "05-ended")
             for node, role in ((window, "caller"), (jinan, "callee")):
                 session = _session(node, session_id)
                 assert (session.role, session.state, session.outcome) == (role, "ended", "completed")

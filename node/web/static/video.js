@@ -149,7 +149,7 @@ async function onSignal(message) {
   } else if (message.type === "sdp" && message.description) {
     const description = message.description;
     if (description.type === "offer" && !caller) {
-      if (message.gen !== gen || !pc) await fresh(message.gen);
+      if (message.gen !== gen || !pc || pc.signalingState === "closed") await fresh(message.gen);
       await pc.setRemoteDescription(description);
       await flush();
       await pc.setLocalDescription(await pc.createAnswer());
