@@ -44,6 +44,7 @@ from node.departments import Handover, forward_with_retries, make_department
 from node.engine import Command, Engine, Incoming, Result
 from node.health import PartnerHealth
 from node.logs import current_region
+from node.material_transfers import MaterialTransfers
 from node.materials import MaterialShelf
 from node.metrics import NodeMetrics
 from node.store import Changes, Store
@@ -53,8 +54,8 @@ from node.store.video import VideoStore
 from node.transport import CATALOG_BUCKET, Inbound, NatsTransport, Transport
 from node.video import VirtualWindow
 from node.workdays import ChinaCalendar
-from protocol import ProtocolError, decode
 from protocol import bodies as b
+from protocol import decode
 from protocol.calendar import WorkingCalendar
 from protocol.circle import CircleRegistry
 from protocol.fields import date_of
@@ -126,9 +127,10 @@ class Node:
             maxsize=4 * config.limits.commit_batch)
         self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
         self._timer_wake = asyncio.Event()
-        self._material_wake = asyncio.Event()
         self.materials = MaterialShelf(config.data_dir / "materials",
                                        config.limits.max_material_bytes)
+        self.transfers = MaterialTransfers(self.store, self.materials, self.transport, clock,
+                                           config.limits.unused_material_days)
         self._timers_in_flight: set[tuple[str, str]] = set()
         self._forwarding: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -176,7 +178,7 @@ class Node:
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
                     workers = [self._fetcher, self._processor, self._relay, self._timers,
-                               self._material_transfers, self._sweep_materials,
+                               self.transfers.move, self.transfers.sweep,
                                self.catalog.follow]
                     if self.circle is not None:
                         workers.append(self.circle.follow)
@@ -337,7 +339,7 @@ class Node:
         if changes.timers_set:
             self._timer_wake.set()
         if changes.materials:
-            self._material_wake.set()
+            self.transfers.wake.set()
         if follow_up:  # the queue is bounded and the fetcher may have filled it: not here
             self._tasks_create(self._own_commands(follow_up), name=f"{self.region}-follow-up")
 
@@ -415,71 +417,6 @@ class Node:
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
-
-    async def _sweep_materials(self) -> None:
-        """Scans uploaded but never used in an application go after
-        ``limits.unused_material_days``: the row first, then the file (a crash between
-        leaves an unreferenced file, never a row without its file)."""
-        age_ms = int(self.config.limits.unused_material_days * 86_400_000)
-        while True:
-            unused = self.store.unused_materials(self.clock() - age_ms)
-            if unused:
-                await self.store.commit(Changes(materials_forget=unused))
-                for obj in unused:
-                    if self.store.material(obj) is None:
-                        self.materials.path(obj).unlink(missing_ok=True)
-                log.info("%d unused scans deleted", len(unused))
-            await asyncio.sleep(3600 if len(unused) < 1000 else 1)
-
-    async def _material_transfers(self) -> None:
-        """Put materials into partners' object stores; fetch those sent to us.
-
-        A transfer that fails is tried again later, each time waiting twice as long
-        (up to ten minutes): a partner that is away is not polled every second."""
-        retry_at: dict[str, tuple[float, float]] = {}  # object -> (next try, wait)
-
-        def later(obj: str) -> None:
-            wait = min(600.0, retry_at.get(obj, (0.0, 0.5))[1] * 2)
-            retry_at[obj] = (time.monotonic() + wait, wait)
-
-        while True:
-            moved = []
-            now = time.monotonic()
-            for row in self.store.materials_in("to_send"):
-                if retry_at.get(row["object"], (0.0, 0.0))[0] > now:
-                    continue
-                try:
-                    await self.transport.put_material(row["peer"], row["object"],
-                                                      self.materials.path(row["object"]))
-                except (ConnectionError, OSError) as exc:
-                    log.warning("material %s not sent yet: %s", row["object"], exc)
-                    later(row["object"])
-                    continue
-                retry_at.pop(row["object"], None)
-                moved.append({"object": row["object"], "state": "sent", "at": self.clock()})
-            for row in self.store.materials_in("to_fetch"):
-                if retry_at.get(row["object"], (0.0, 0.0))[0] > now:
-                    continue
-                try:
-                    await self.transport.get_material(row["object"],
-                                                      self.materials.path(row["object"]))
-                    await self.materials.check(row)
-                except FileNotFoundError:
-                    later(row["object"])  # not uploaded yet: the sender's relay is on its way
-                    continue
-                except (ConnectionError, OSError, ProtocolError) as exc:
-                    log.warning("material %s not fetched: %s", row["object"], exc)
-                    self.materials.path(row["object"]).unlink(missing_ok=True)
-                    later(row["object"])
-                    continue
-                retry_at.pop(row["object"], None)
-                moved.append({"object": row["object"], "state": "fetched", "at": self.clock()})
-            if moved:
-                await self.store.commit(Changes(materials=moved))
-            pending = self.store.materials_in("to_send", 1) or self.store.materials_in("to_fetch", 1)
-            self._material_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._material_wake.wait(), 1.0 if pending else 30.0)
 
     async def _fire_timer(self, case_id: str, name: str) -> None:
         try:
