@@ -21,8 +21,18 @@ from node.app import Node
 from node.engine import Result
 from routing.regions import official_name
 
-__all__ = ["ERRORS_SUMMARY", "Live", "OpenSockets", "attach", "file_size", "push", "region_name",
-           "serve_socket", "watching"]
+__all__ = [
+    "ERRORS_SUMMARY",
+    "Live",
+    "OpenSockets",
+    "attach",
+    "file_size",
+    "foreign",
+    "push",
+    "region_name",
+    "serve_socket",
+    "watching",
+]
 
 #: The summary above a form that was refused, field by field.
 ERRORS_SUMMARY = "有 {n} 处需要修改，已在对应位置标出。请逐项修改后再点“{button}”。"
@@ -120,6 +130,12 @@ async def push(request: web.Request, live: Live, case_ids: tuple[str, ...],
     return await serve_socket(request, live, follow, changed)
 
 
+def foreign(request: web.Request) -> bool:
+    """Whether a socket is opened by another site's page (its ``Origin``)."""
+    origin = request.headers.get("Origin")
+    return origin is not None and urlsplit(origin).netloc != request.host
+
+
 def watching(*listeners: set[asyncio.Event]) -> Callable[[asyncio.Event], Callable[[], None]]:
     """For ``serve_socket``: wake the socket whenever one of these sets' events is set."""
 
@@ -142,8 +158,7 @@ async def serve_socket(request: web.Request, sockets: OpenSockets,
     """A web socket of a live page: sent ``message()`` now and each time the event that
     ``follow`` registered (it returns the undo) is set; ``None`` sends nothing. The page
     says nothing; another site's page is refused."""
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if foreign(request):
         return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)

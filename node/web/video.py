@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
@@ -41,7 +41,7 @@ from node.store.accounts import Account
 from node.store.video import VideoSession
 from node.video import VideoError
 from node.web.auth import Handler, account_of, require
-from node.web.live import OpenSockets, region_name, serve_socket, watching
+from node.web.live import OpenSockets, foreign, region_name, serve_socket, watching
 from node.web.render import error_page, render
 from protocol import bodies as b
 from protocol.fields import SESSION_PATTERN, clock_text
@@ -212,7 +212,7 @@ class VideoPages:
                          account: Account) -> web.StreamResponse:
         """The browser's signaling socket: session states out; ready, sdp, ice and
         hangup in, passed on to the other browser through the two nodes."""
-        if _foreign(request):
+        if foreign(request):
             return web.json_response({"error": "不接受来自其他网站的连接。"}, status=403)
         if not takes_part(session, account):
             return web.json_response({"error": "您不是本会话的参加人。"}, status=403)
@@ -324,11 +324,6 @@ def _account(request: web.Request) -> Account:
     account = account_of(request)
     assert account is not None  # every route is behind require()
     return account
-
-
-def _foreign(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    return origin is not None and urlsplit(origin).netloc != request.host
 
 
 def _who(who: str) -> str:
